@@ -1,0 +1,62 @@
+"""Assemble the Definitions from the layer folders, with resources bound to environment variables."""
+
+from __future__ import annotations
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+from dagster_duckdb_pandas import DuckDBPandasIOManager
+
+from twin_pipeline.defs.deid import assets as deid_assets
+from twin_pipeline.defs.features import assets as feature_assets
+from twin_pipeline.defs.ingest import sensors
+from twin_pipeline.defs.jobs import site_delivery_job, twin_refresh_job
+from twin_pipeline.defs.models import assets as model_assets
+from twin_pipeline.defs.omop import assets as omop_assets
+from twin_pipeline.defs.twins import assets as twin_assets
+from twin_pipeline.resources import (
+    DeidResource,
+    GroundTruthResource,
+    LandingResource,
+    MlflowResource,
+    WaveformStoreResource,
+)
+
+ASSET_MODULES = [deid_assets, omop_assets, feature_assets, twin_assets, model_assets]
+
+
+def env_resources() -> dict:
+    """Resources read from the environment when a run starts (see .env.example)."""
+    return {
+        "io_manager": DuckDBPandasIOManager(database=dg.EnvVar("TWIN_WAREHOUSE")),
+        "warehouse": DuckDBResource(database=dg.EnvVar("TWIN_WAREHOUSE")),
+        "landing": LandingResource(
+            landing_dir=dg.EnvVar("TWIN_LANDING_DIR"),
+            quarantine_dir=dg.EnvVar("TWIN_QUARANTINE_DIR"),
+            sites_dir=dg.EnvVar("TWIN_SITES_DIR"),
+        ),
+        "deid": DeidResource(
+            secret=dg.EnvVar("TWIN_DEID_SECRET"),
+            max_shift_days=dg.EnvVar.int("TWIN_MAX_SHIFT_DAYS"),
+            demo_mode=dg.EnvVar.int("TWIN_DEMO_MODE"),
+        ),
+        "waveform_store": WaveformStoreResource(root=dg.EnvVar("TWIN_WAVEFORM_STORE")),
+        "ground_truth": GroundTruthResource(root=dg.EnvVar("TWIN_GROUND_TRUTH_DIR")),
+        "mlflow": MlflowResource(
+            tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI"),
+            artifact_root=dg.EnvVar("TWIN_MLFLOW_ARTIFACTS"),
+        ),
+    }
+
+
+def all_assets() -> list:
+    return dg.load_assets_from_modules(ASSET_MODULES)
+
+
+def build_definitions(resources: dict | None = None) -> dg.Definitions:
+    return dg.Definitions(
+        assets=all_assets(),
+        jobs=[site_delivery_job, twin_refresh_job],
+        sensors=[sensors.landing_delivery_sensor, sensors.twin_refresh_after_delivery, sensors.run_failure_report],
+        schedules=[sensors.nightly_twin_refresh],
+        resources=resources or env_resources(),
+    )

@@ -1,0 +1,97 @@
+"""Landing sensor (new `_READY` delivery → partitions added + run requested), twin refresh after
+deliveries land, a run-failure sensor, and the nightly refresh schedule."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+
+from twin_pipeline.defs.jobs import site_delivery_job, twin_refresh_job
+from twin_pipeline.defs.partitions import delivery_partitions, partition_key_for, site_partitions
+from twin_pipeline.resources import LandingResource
+
+
+def plan_new_deliveries(landing: LandingResource, seen: set[str], known_sites: set[str], known_deliveries: set[str]):
+    """What the sensor does, as a plain function: partitions to add and runs to request."""
+    new_sites: list[str] = []
+    new_deliveries: list[str] = []
+    runs: list[tuple[str, str]] = []
+    for d in landing.ready_deliveries():
+        key = f"{d.site_id}/{d.delivery_id}"
+        if key in seen:
+            continue
+        if d.site_id not in known_sites and d.site_id not in new_sites:
+            new_sites.append(d.site_id)
+        if d.delivery_id not in known_deliveries and d.delivery_id not in new_deliveries:
+            new_deliveries.append(d.delivery_id)
+        runs.append((d.site_id, d.delivery_id))
+    return new_sites, new_deliveries, runs
+
+
+@dg.sensor(
+    job=site_delivery_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Watches data/landing/<site>/<delivery>/_READY; adds new sites/deliveries as partitions and "
+    "requests one run per new delivery.",
+)
+def landing_delivery_sensor(context: dg.SensorEvaluationContext, landing: LandingResource):
+    seen = set(json.loads(context.cursor)) if context.cursor else set()
+    known_sites = set(context.instance.get_dynamic_partitions(site_partitions.name))
+    known_deliveries = set(context.instance.get_dynamic_partitions(delivery_partitions.name))
+    new_sites, new_deliveries, runs = plan_new_deliveries(landing, seen, known_sites, known_deliveries)
+    if not runs:
+        return dg.SkipReason("no new complete deliveries")
+    requests = []
+    if new_sites:
+        requests.append(site_partitions.build_add_request(new_sites))
+    if new_deliveries:
+        requests.append(delivery_partitions.build_add_request(new_deliveries))
+    seen.update(f"{s}/{d}" for s, d in runs)
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(
+                partition_key=partition_key_for(s, d),
+                run_key=f"{s}/{d}",
+                tags={"twin_pipeline/site": s, "twin_pipeline/delivery": d},
+            )
+            for s, d in runs
+        ],
+        dynamic_partitions_requests=requests,
+        cursor=json.dumps(sorted(seen)),
+    )
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[site_delivery_job],
+    request_job=twin_refresh_job,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="After a site delivery lands successfully, rebuild the twins and models.",
+)
+def twin_refresh_after_delivery(context: dg.RunStatusSensorContext):
+    return dg.RunRequest(run_key=f"after-{context.dagster_run.run_id}")
+
+
+@dg.run_failure_sensor(
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Logs a PHI-free summary of every failed run (job, partition, failing step).",
+)
+def run_failure_report(context: dg.RunFailureSensorContext):
+    run = context.dagster_run
+    steps = [e.step_key for e in context.get_step_failure_events()]
+    context.log.warning(
+        f"run {run.run_id} of {run.job_name} failed (partition {run.tags.get('dagster/partition', '-')}); "
+        f"failed steps: {steps}"
+    )
+
+
+nightly_twin_refresh = dg.ScheduleDefinition(
+    name="nightly_twin_refresh",
+    job=twin_refresh_job,
+    cron_schedule="0 2 * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Nightly rebuild of twins, models and simulations.",
+)

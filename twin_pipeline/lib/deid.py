@@ -1,0 +1,980 @@
+"""HIPAA Safe Harbor de-identification: pseudonyms, date shifts, ages, ZIP3 and free-text scrubbing.
+
+Plain functions, no Dagster. The privacy boundary (ARCHITECTURE.md) in code:
+
+- ``pseudonym``: keyed HMAC-SHA256 of (kind, site, local id) with a secret from the environment; the
+  same patient gets the same pseudonym in every delivery and every source.
+- ``date_shift_days``: one keyed shift per patient in [-N, -1] ∪ [1, N] days, applied to every
+  timestamp of that patient (``shift_dates``), so intervals and order survive exactly.
+- ``safe_age`` / ``age_band`` / ``safe_birth_year``: ages over 89 collapse to the single 90+ category.
+- ``zip3``: 3-digit ZIP, restricted ZIP3s (population <= 20,000) and anything malformed become "000".
+- ``scrub_text``: free text with direct identifiers replaced by typed tags ([NAME], [PHONE], ...),
+  from the patient's own structured identifiers, regular expressions (``PHI_PATTERNS``) and a names
+  dictionary (Faker's en_US first/last names) for relatives and providers.
+
+Nothing here logs or raises with identifier values in the message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import re
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+from faker.providers.address.en_US import Provider as _FakerAddress
+from faker.providers.person.en_US import Provider as _FakerPerson
+
+__all__ = [
+    "AGE_BANDS",
+    "KIND_PREFIX",
+    "PHI_PATTERNS",
+    "PHI_TAGS",
+    "DeidKey",
+    "PhiSpan",
+    "age_band",
+    "age_years",
+    "date_shift_days",
+    "date_shift_series",
+    "deidentify_wfdb_comments",
+    "find_identifier_hits",
+    "find_phi_spans",
+    "load_restricted_zip3",
+    "pseudonym",
+    "pseudonymize_series",
+    "safe_age",
+    "safe_birth_year",
+    "scrub_series",
+    "scrub_text",
+    "shift_dates",
+    "zip3",
+]
+
+# --------------------------------------------------------------------------------------------------
+# Key, pseudonyms, date shifts
+# --------------------------------------------------------------------------------------------------
+
+MIN_SECRET_CHARS = 16
+
+#: pseudonym kind -> one-letter prefix
+KIND_PREFIX: dict[str, str] = {
+    "person": "P",
+    "encounter": "E",
+    "record": "R",
+    "device": "D",
+    "interview": "I",
+}
+
+_PSEUDONYM_DOMAIN = b"twin_pipeline/pseudonym/v1"
+_SHIFT_DOMAIN = b"twin_pipeline/date-shift/v1"
+
+
+@dataclass(frozen=True)
+class DeidKey:
+    """The site's de-identification secret and date-shift range.
+
+    ``secret`` comes from the environment (a Dagster ``EnvVar``); it is never shown by ``repr``/``str``.
+    ``max_shift_days`` = N: every patient's dates move by a keyed number of days in [-N, -1] ∪ [1, N].
+    """
+
+    secret: bytes = field(repr=False)
+    max_shift_days: int = 180
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.secret, bytes | bytearray):
+            raise TypeError("DeidKey.secret must be bytes (use DeidKey.from_secret for a str)")
+        if len(self.secret) < MIN_SECRET_CHARS:
+            raise ValueError(f"DeidKey secret too short: need at least {MIN_SECRET_CHARS} bytes")
+        if not isinstance(self.max_shift_days, int | np.integer) or self.max_shift_days < 1:
+            raise ValueError("DeidKey.max_shift_days must be an integer >= 1")
+
+    @classmethod
+    def from_secret(cls, secret: str, max_shift_days: int = 180) -> DeidKey:
+        """Build a key from the secret string (e.g. the ``TWIN_DEID_SECRET`` environment variable).
+
+        Raises ``ValueError`` if the secret is missing, blank or shorter than 16 characters.
+        """
+        if secret is None or not isinstance(secret, str) or not secret.strip():
+            raise ValueError("de-identification secret is empty: set it in the environment")
+        if len(secret) < MIN_SECRET_CHARS:
+            raise ValueError(
+                f"de-identification secret too short: need at least {MIN_SECRET_CHARS} characters"
+            )
+        return cls(secret=secret.encode("utf-8"), max_shift_days=int(max_shift_days))
+
+    def __repr__(self) -> str:
+        return f"DeidKey(secret=<hidden>, max_shift_days={self.max_shift_days})"
+
+    __str__ = __repr__
+
+
+def _encode_fields(*fields: str) -> bytes:
+    """Unambiguous encoding: each UTF-8 field prefixed by its 8-byte big-endian length."""
+    out = bytearray()
+    for f in fields:
+        b = f.encode("utf-8")
+        out += struct.pack(">Q", len(b)) + b
+    return bytes(out)
+
+
+def _normalize_local_id(local_id: object) -> str:
+    """Local ids as text: surrounding whitespace dropped, integral floats (CSV NaN-upcast) as ints."""
+    if isinstance(local_id, float | np.floating) and float(local_id).is_integer():
+        local_id = int(local_id)
+    text = str(local_id).strip()
+    if not text:
+        raise ValueError("empty local id cannot be pseudonymized")
+    return text
+
+
+def _digest(key: DeidKey, domain: bytes, *fields: str) -> bytes:
+    return hmac.new(key.secret, domain + _encode_fields(*fields), hashlib.sha256).digest()
+
+
+def pseudonym(key: DeidKey, site_id: str, local_id: str, kind: str = "person") -> str:
+    """Keyed pseudonym of a site-local id: kind letter + 16 hex chars of HMAC-SHA256 (17 chars).
+
+    The message is the length-prefixed (kind, site_id, local_id), so no two different triples collide
+    by concatenation ("a|b","c" vs "a","b|c"). Deterministic: the same patient gets the same
+    pseudonym in every delivery and source of the site. ``kind`` is one of ``KIND_PREFIX``.
+    """
+    try:
+        prefix = KIND_PREFIX[kind]
+    except KeyError:
+        raise ValueError(f"unknown pseudonym kind {kind!r}; expected one of {sorted(KIND_PREFIX)}") from None
+    local = _normalize_local_id(local_id)
+    return prefix + _digest(key, _PSEUDONYM_DOMAIN, kind, str(site_id), local).hex()[:16]
+
+
+def pseudonymize_series(key: DeidKey, site_id: str, s: pd.Series, kind: str = "person") -> pd.Series:
+    """``pseudonym`` applied to each value of ``s`` (one HMAC per distinct value); missing stays missing.
+
+    Returns an object Series with the index of ``s``.
+    """
+    if kind not in KIND_PREFIX:
+        raise ValueError(f"unknown pseudonym kind {kind!r}; expected one of {sorted(KIND_PREFIX)}")
+    present = s.notna()
+    out = pd.Series(np.full(len(s), np.nan, dtype=object), index=s.index, dtype=object)
+    if present.any():
+        values = s[present]
+        uniques = pd.unique(values)
+        mapping = {u: pseudonym(key, site_id, u, kind) for u in uniques}
+        out[present] = values.map(mapping).to_numpy(dtype=object)
+    out[~present] = s[~present].astype(object)
+    return out
+
+
+def _shift_from_digest(digest: bytes, n: int) -> int:
+    u = int.from_bytes(digest[:8], "big") % (2 * n)
+    return u - n if u < n else u - n + 1
+
+
+def date_shift_days(key: DeidKey, site_id: str, local_patient_id: str) -> int:
+    """The patient's date shift in days, in [-N, -1] ∪ [1, N] with N = ``key.max_shift_days``.
+
+    Keyed on (site, local patient id) only, so every source and every delivery of the patient gets
+    the same shift; never 0.
+    """
+    local = _normalize_local_id(local_patient_id)
+    return _shift_from_digest(_digest(key, _SHIFT_DOMAIN, str(site_id), local), key.max_shift_days)
+
+
+def date_shift_series(key: DeidKey, site_id: str, patient_ids: pd.Series) -> pd.Series:
+    """Per-row date shift (days, ``Int64``) for a Series of local patient ids; missing id -> <NA>."""
+    present = patient_ids.notna()
+    out = pd.Series(pd.NA, index=patient_ids.index, dtype="Int64")
+    if present.any():
+        values = patient_ids[present]
+        mapping = {u: date_shift_days(key, site_id, u) for u in pd.unique(values)}
+        out[present] = values.map(mapping).astype("int64").to_numpy()
+    return out
+
+
+def shift_dates(s: pd.Series, days: pd.Series | int) -> pd.Series:
+    """Move datetimes by whole days: ``s`` (datetime64, naive or tz-aware) + ``days`` (int or per-row).
+
+    A per-row ``days`` Series must share ``s``'s index. NaT stays NaT; a missing shift gives NaT (a
+    date is never released unshifted). Intervals between dates shifted by the same amount are exact.
+    """
+    if not pd.api.types.is_datetime64_any_dtype(s):
+        raise TypeError(f"shift_dates needs a datetime64 Series, got dtype {s.dtype}")
+    if isinstance(days, pd.Series):
+        if not days.index.equals(s.index):
+            raise ValueError("shift_dates: days must share the index of the dates")
+        delta = pd.to_timedelta(pd.to_numeric(days, errors="raise").astype("Float64").astype(float), unit="D")
+    else:
+        if isinstance(days, bool) or not isinstance(days, int | np.integer):
+            raise TypeError("shift_dates: days must be an int or a Series of ints")
+        delta = pd.Timedelta(days=int(days))
+    return s + delta
+
+
+# --------------------------------------------------------------------------------------------------
+# Ages, birth years, ZIP codes
+# --------------------------------------------------------------------------------------------------
+
+#: 5-year age bands in order, then the single Safe Harbor category for ages over 89
+AGE_BANDS: tuple[str, ...] = tuple(f"{lo}-{lo + 4}" for lo in range(0, 90, 5)) + ("90+",)
+SAFE_HARBOR_MAX_AGE = 89
+
+
+def _as_dates(x: pd.Series | pd.Timestamp) -> pd.Series | pd.Timestamp:
+    """Calendar dates (midnight) without time zone, for age arithmetic."""
+    if isinstance(x, pd.Series):
+        x = pd.to_datetime(x)
+        if x.dt.tz is not None:
+            x = x.dt.tz_localize(None)
+        return x.dt.normalize()
+    x = pd.Timestamp(x)
+    if x.tzinfo is not None:
+        x = x.tz_localize(None)
+    return x.normalize()
+
+
+def _birthday_in(year: pd.Series, birth: pd.Series) -> pd.Series:
+    """Birthday of ``birth`` in calendar ``year`` (Feb 29 birthdays fall on Mar 1 in common years)."""
+    month = birth.dt.month.astype(float)
+    day = birth.dt.day.astype(float)
+    y = year.astype(float)
+    leap = ((y % 4 == 0) & (y % 100 != 0)) | (y % 400 == 0)
+    feb29 = (month == 2) & (day == 29) & ~leap
+    month = month.where(~feb29, 3.0)
+    day = day.where(~feb29, 1.0)
+    ok = y.notna() & month.notna() & day.notna()
+    out = pd.Series(pd.NaT, index=birth.index, dtype="datetime64[ns]")
+    if ok.any():
+        out[ok] = pd.to_datetime(
+            pd.DataFrame({"year": y[ok].astype(int), "month": month[ok].astype(int), "day": day[ok].astype(int)})
+        )
+    return out
+
+
+def age_years(birth: pd.Series, at: pd.Series | pd.Timestamp) -> pd.Series:
+    """Exact age in years (float) at ``at``: completed calendar years + fraction of the current year.
+
+    The age is exactly 90.0 on the 90th birthday (a 365.25-day year would say 89.998). Missing
+    dates or ``at`` before birth give NaN (count them in a quality check; they are data errors).
+    """
+    b = _as_dates(birth)
+    a = _as_dates(at)
+    if not isinstance(a, pd.Series):
+        a = pd.Series(a, index=b.index, dtype="datetime64[ns]")
+    elif not a.index.equals(b.index):
+        raise ValueError("age_years: 'at' must share the index of 'birth'")
+    b = b.astype("datetime64[ns]")
+    a = a.astype("datetime64[ns]")
+    before_bday = (a.dt.month < b.dt.month) | ((a.dt.month == b.dt.month) & (a.dt.day < b.dt.day))
+    years = a.dt.year - b.dt.year - before_bday.astype(float)
+    last = _birthday_in(b.dt.year + years, b)
+    nxt = _birthday_in(b.dt.year + years + 1, b)
+    frac = (a - last) / (nxt - last)
+    age = (years + frac).astype(float)
+    return age.where(age >= 0)
+
+
+def safe_age(age: pd.Series) -> pd.Series:
+    """Age in whole years (floor) with every age over 89 collapsed to 90.0 (the single 90+ category)."""
+    a = pd.to_numeric(age, errors="coerce").astype(float)
+    whole = np.floor(a)
+    return whole.where(~(whole > SAFE_HARBOR_MAX_AGE), 90.0)
+
+
+def age_band(age: pd.Series) -> pd.Series:
+    """5-year age band label ("0-4" .. "85-89", "90+") of a float age in years; NaN/negative -> NaN."""
+    whole = np.floor(pd.to_numeric(age, errors="coerce").astype(float))
+    idx = np.minimum(whole // 5, len(AGE_BANDS) - 1)
+    labels = np.array(AGE_BANDS, dtype=object)
+    valid = whole.notna() & (whole >= 0)
+    out = pd.Series(np.nan, index=age.index, dtype=object)
+    out[valid] = labels[idx[valid].astype(int).to_numpy()]
+    return out
+
+
+def safe_birth_year(birth: pd.Series, at: pd.Series | pd.Timestamp) -> pd.Series:
+    """Year of birth (``Int64``), <NA> when the age at ``at`` is over 89 (or unknown)."""
+    age = age_years(birth, at)
+    year = pd.to_datetime(birth).dt.year.astype("Int64")
+    return year.where(age.notna() & (np.floor(age) <= SAFE_HARBOR_MAX_AGE), pd.NA).astype("Int64")
+
+
+_ZIP_RE = re.compile(r"^(\d{5})(?:-?\d{4})?$")
+
+
+def _zip3_one(value: object, restricted: set[str]) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return "000"
+    if isinstance(value, int | np.integer) or (isinstance(value, float | np.floating) and float(value).is_integer()):
+        n = int(value)  # CSV readers drop leading zeros: 2134 is ZIP 02134
+        if not 0 <= n <= 99999:
+            return "000"
+        text = f"{n:05d}"
+    elif isinstance(value, str):
+        text = value.strip()
+    else:
+        return "000"
+    m = _ZIP_RE.match(text)
+    if not m:
+        return "000"
+    z3 = m.group(1)[:3]
+    return "000" if z3 in restricted else z3
+
+
+def zip3(zip_series: pd.Series, restricted: set[str]) -> pd.Series:
+    """Safe Harbor ZIP: first 3 digits of a 5-digit or ZIP+4 code; "000" when the ZIP3 is restricted
+    (population <= 20,000), or the value is missing or malformed. Integer ZIPs are zero-padded."""
+    restricted = {str(r) for r in restricted}
+    return pd.Series([_zip3_one(v, restricted) for v in zip_series], index=zip_series.index, dtype=object)
+
+
+def load_restricted_zip3(path: str | Path) -> set[str]:
+    """Restricted ZIP3 codes from ``data/vocab/restricted_zip3.csv`` (column ``zip3``, 3 digits each)."""
+    path = Path(path)
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if "zip3" not in frame.columns:
+        raise ValueError(f"{path}: missing column 'zip3'")
+    codes = frame["zip3"].str.strip()
+    bad = ~codes.str.fullmatch(r"\d{3}")
+    if bad.any():
+        rows = (np.flatnonzero(bad.to_numpy()) + 2).tolist()[:5]
+        raise ValueError(f"{path}: malformed zip3 values on lines {rows}")
+    return set(codes)
+
+
+# --------------------------------------------------------------------------------------------------
+# Free-text patterns
+# --------------------------------------------------------------------------------------------------
+
+PHI_TAGS: tuple[str, ...] = (
+    "[NAME]", "[PHONE]", "[EMAIL]", "[SSN]", "[MRN]", "[DATE]", "[ADDRESS]", "[ID]", "[URL]", "[IP]", "[AGE90+]",
+)
+_TAG_RE = re.compile("|".join(re.escape(t) for t in PHI_TAGS))
+
+_MONTHS = (
+    "Jan(?:uary)?", "Feb(?:ruary)?", "Mar(?:ch)?", "Apr(?:il)?", "May", "June?", "July?", "Aug(?:ust)?",
+    "Sep(?:t(?:ember)?)?", "Oct(?:ober)?", "Nov(?:ember)?", "Dec(?:ember)?",
+)
+
+
+def _title_and_upper(alts: Iterable[str]) -> str:
+    """Regex alternation of month names as written (Title case) or in capitals, never lower case."""
+    out = []
+    for a in alts:
+        out.append(a)
+        out.append(re.sub(r"[a-z]", lambda m: m.group().upper(), a.replace("(?:", "\0")).replace("\0", "(?:"))
+    return "(?:" + "|".join(out) + ")"
+
+
+_MON = _title_and_upper(_MONTHS) + r"\.?"
+_ORD = r"(?:st|nd|rd|th)?"
+_TIME = r"(?:[T ]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:\s?[AaPp]\.?[Mm]\.?)?(?:Z|[+-]\d{2}:?\d{2})?)?"
+_STATES_ABBR = sorted(set(_FakerAddress.states_abbr) | set(getattr(_FakerAddress, "territories_abbr", ())))
+_STATES = sorted(_FakerAddress.states, key=len, reverse=True)
+_STATE_RE = "(?:" + "|".join(_STATES_ABBR + [re.escape(s) for s in _STATES]) + ")"
+_STREET_SUFFIXES = sorted(
+    set(_FakerAddress.street_suffixes)
+    | {"St", "Ave", "Av", "Rd", "Blvd", "Dr", "Ln", "Ct", "Pl", "Hwy", "Pkwy", "Cir", "Ter", "Trl", "Sq", "Pk"},
+    key=len,
+    reverse=True,
+)
+_UNIT = r"(?:Apt|Apartment|Unit|Suite|Ste|Fl|Floor|Rm|Room|Bldg|Building|Lot|#)"
+
+#: regular expressions for direct identifiers; a named group ``phi`` (when present) is the part replaced
+PHI_PATTERNS: dict[str, re.Pattern[str]] = {
+    "ssn": re.compile(
+        r"(?<![\d-])\d{3}-\d{2}-\d{4}(?![\d-])"
+        r"|(?i:\b(?:SSN|SS\#|social\s+security(?:\s+(?:number|no\.?|\#))?)\s*[:#]?\s*)"
+        r"(?P<phi>\d{3}[- ]?\d{2}[- ]?\d{4})(?!\d)"
+    ),
+    "phone": re.compile(
+        r"(?<![\w+])(?:(?:\+?1|001)[\s.-]?)?(?:\(\d{3}\)\s?|\d{3}[\s.-])\d{3}[\s.-]\d{4}"
+        r"(?:\s?(?:x|ext\.?|extension)\s?\d{1,5})?(?!\d)"
+        r"|(?<![\w.+-])(?:\+?1)?\d{10}(?:\s?x\d{1,5})?(?![\d.])"
+        r"|(?<![\w.-])\d{3}-\d{4}(?![\w-])"
+    ),
+    "email": re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"),
+    "url": re.compile(
+        r"(?i:\b(?:https?://|ftp://|www\.)[^\s<>\"'\[\]]*[^\s<>\"'\[\].,;:!?)])"
+        r"|(?i:\b[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9-]+)*\.(?:com|org|net|edu|gov|info|biz|io)\b"
+        r"(?:/[^\s<>\"'\[\]]*[^\s<>\"'\[\].,;:!?)])?)"
+    ),
+    "ip": re.compile(
+        r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\d.])"
+        r"|(?i:(?<![\w:])(?:[0-9a-f]{1,4}:){7}[0-9a-f]{1,4}(?![\w:]))"
+    ),
+    "mrn": re.compile(
+        r"(?i:\b(?:MRN|MR\s?\#|med(?:ical)?\s+rec(?:ord)?s?(?:\s*(?:number|num|no\.?|\#))?"
+        r"|chart\s*(?:number|no\.?|\#)|(?:patient|pt)\s*(?:id|\#))\s*(?:number|no\.?|\#)?\s*[:=#]?\s*)"
+        r"(?P<phi>[A-Z]{0,3}-?\d{4,12}[A-Z]?)\b"
+    ),
+    "date": re.compile(
+        r"(?<![\w/.-])(?:"
+        rf"\d{{4}}-\d{{1,2}}-\d{{1,2}}{_TIME}"
+        rf"|\d{{4}}/\d{{1,2}}/\d{{1,2}}{_TIME}"
+        rf"|\d{{1,2}}[/-]\d{{1,2}}[/-](?:\d{{4}}|\d{{2}}){_TIME}"
+        rf"|\d{{1,2}}\.\d{{1,2}}\.\d{{4}}{_TIME}"
+        rf"|\d{{1,2}}{_ORD}(?:\s+of)?[\s-]+{_MON}(?:,?[\s-]+\d{{4}}|-\d{{2}}(?!\d))?"
+        rf"|{_MON}\s+\d{{1,2}}{_ORD}(?:,?\s+\d{{4}})?(?!\d)"
+        rf"|{_MON},?\s+\d{{4}}"
+        r"|(?:0?[1-9]|1[0-2])/(?:19|20)\d{2}"
+        r")(?![\w/])"
+    ),
+    "zip": re.compile(
+        rf"(?:\b{_STATE_RE},?\s+|(?i:\bzip(?:\s*code)?\s*[:#]?\s*))(?P<phi>\d{{5}}(?:-\d{{4}})?)(?![\d-])"
+        r"|(?<![\d-])\d{5}-\d{4}(?![\d-])"
+    ),
+    "address": re.compile(
+        r"(?<![\w-])\d{1,6}[A-Z]?\s+(?:(?:[NSEW]|NE|NW|SE|SW|North|South|East|West)\.?\s+)?"
+        r"(?:[A-Z][A-Za-z'-]*\.?\s+){1,3}?"
+        "(?:" + "|".join(_STREET_SUFFIXES) + r")\b\.?"
+        rf"(?:,?\s+{_UNIT}\.?\s*\#?\s*[A-Za-z0-9-]*\d[A-Za-z0-9-]*)?"
+        rf"|\b(?:Apt|Apartment|Suite|Ste|Unit)\.?\s*\#?\s*\d+[A-Za-z]?\b"
+        r"|\bP\.?\s?O\.?\s+Box\s+\d+"
+        r"|\b(?:PSC|Unit)\s+\d{4},?\s+Box\s+\d{4}|\b(?:APO|FPO|DPO)\s+(?:AA|AE|AP)\s+\d{5}"
+        r"|\bUS[NS]S\s+[A-Z][a-z]+"
+        rf"|(?:\b[A-Z][a-z]+\s){{0,2}}\b[A-Z][a-z]+,\s+(?:{'|'.join(_STATES_ABBR)})\b"
+    ),
+    "id": re.compile(
+        r"(?<![\w-])[A-Z]{1,3}\d{5,10}[A-Z]?(?![\w-])"
+        r"|\(01\)\d{14}(?:\(\d{2,4}\)[^\s(]+)*"
+        r"|(?i:\b(?:account|acct|member|policy|beneficiary|plan|certificate|serial|device|badge|employee"
+        r"|licen[cs]e|passport|DL|driver'?s?\s+licen[cs]e|insurance)\s*(?:id|no\.?|number|num|\#)\s*[:#]?\s*"
+        r"|\b(?:passport|licen[cs]e|serial|VIN|SN|S/N)\s*[:#]\s*)"
+        r"(?P<phi>(?=[A-Za-z0-9-]*\d)[A-Za-z0-9][A-Za-z0-9-]{3,19})"
+        r"|(?<![\d.,])\d{7,}(?![\d.,]|\s*(?:units?|iu|u\b|copies|cells|/))"
+    ),
+    "age_over_89": re.compile(
+        r"(?i:\b(?P<phi>9\d|1[01]\d)(?=\s*-?\s*(?:years?|yrs?|y/o|yo|y\.o\.)\b|\s*-?\s*y/o))"
+        r"|(?i:\b(?:age|aged)\s*[:=]?\s*)(?P<phi2>9\d|1[01]\d)\b"
+    ),
+}
+
+_PATTERN_TAG: dict[str, str] = {
+    "ssn": "[SSN]",
+    "phone": "[PHONE]",
+    "email": "[EMAIL]",
+    "url": "[URL]",
+    "ip": "[IP]",
+    "mrn": "[MRN]",
+    "date": "[DATE]",
+    "zip": "[ADDRESS]",
+    "address": "[ADDRESS]",
+    "id": "[ID]",
+    "age_over_89": "[AGE90+]",
+}
+# tie-break when two overlapping spans have the same length: lower wins
+_TAG_PRIORITY = {t: i for i, t in enumerate(
+    ["[SSN]", "[PHONE]", "[MRN]", "[EMAIL]", "[URL]", "[IP]", "[DATE]", "[AGE90+]", "[ADDRESS]", "[ID]", "[NAME]"]
+)}
+
+# --------------------------------------------------------------------------------------------------
+# Names dictionary
+# --------------------------------------------------------------------------------------------------
+
+# Faker names that are also ordinary English words, places, months, units, scales or eponyms used in
+# clinical text ("Will follow up", "Wells score", "Foley catheter", "Baker's cyst"): scrubbed only
+# next to another name, after a title (Mr/Dr ...) or after a relation word (daughter, wife ...).
+_AMBIGUOUS_NAMES = frozenset("""
+Adams Allen Amber Angel April Austin Autumn Baker Ball Banks Barber Bass Bean Beard Beck Bell Best Bill Bird
+Bishop Black Bond Booker Booth Branch Brady Brandy Bridges Bright Brook Brooke Brooks Brown Buck Bush Butler
+Cain Cannon Carol Carpenter Case Chad Chambers Chase Cherry Christian Church Clark Clay Cole Cook Cooke Crane
+Cross Crystal Curry Daisy Dakota Dale Dawn Day Dean Destiny Diamond Don Downs Drake Drew Duke Earl Ebony
+English Faith Farmer Fields Fisher Flowers Foley Ford Foster Fowler Fox Frank French Frey Frost Fry Fuller
+Gamble Gates Gay Gene Glass Glen Golden Good Grace Graham Grant Graves Gray Green Greene Gross Guy Hale Hall
+Hamilton Hampton Hardy Hart Heath Herring Hill Holder Holmes Hood Hoover Hope Horn House Houston Huff Hunt
+Hunter Jack Jackson Jade Jay Jean Jesus Jones Jordan Joy Kaiser Kelly Kent Key Kidd King Knight Koch Lamb
+Lance Lane Le Lee Levine Little Long Love Lowe Lynch Mallory Mann Mark Marks Marsh Mason Max May Mayo Meadows
+Melody Mercedes Miles Mills Misty Moody Moon Morse Moss Murphy Newton Noble Norton Osborn Pace Page Park Parker
+Parks Payne Peck Penny Pierce Pope Porter Potter Potts Powers Pratt Price Prince Pugh Rich Richmond Rivers Roach
+Robin Roman Rose Rush Sandy Savage Savannah Schwartz Sharp Shields Short Sierra Small Snow Sparks Spears Stark
+Steele Stokes Stone Stout Strong Summer Summers Swan Sydney Tanner Todd Turner Valentine Virginia Wade Wagner
+Walker Wall Walls Ward Ware Washington Waters Watts Weber Weeks Weiss Wells West White Will Wilson Wise Wolf
+Wolfe Wood Woods York Young
+""".split())
+
+_NAMES_ALL = frozenset(
+    n for n in (
+        set(_FakerPerson.first_names) | set(_FakerPerson.last_names)
+        | set(getattr(_FakerPerson, "first_names_male", ())) | set(getattr(_FakerPerson, "first_names_female", ()))
+    ) if " " not in n and len(n) >= 2
+)
+_NAMES_STRONG = _NAMES_ALL - _AMBIGUOUS_NAMES
+_NAMES_WEAK = _NAMES_ALL & _AMBIGUOUS_NAMES | (_AMBIGUOUS_NAMES & {"Will", "Hope"})
+
+_TITLES = frozenset("mr mrs ms miss mx dr doctor prof professor rev".split())
+_RELATIONS = frozenset("""
+wife husband spouse partner son daughter mother father mom mum dad brother sister sibling aunt uncle niece
+nephew cousin grandson granddaughter grandmother grandfather grandma grandpa stepson stepdaughter stepmother
+stepfather friend neighbor neighbour caregiver guardian fiance fiancee fiancé fiancée boyfriend girlfriend
+roommate child named called
+""".split())
+# capitalized words that are never names after a relation word ("Mother: Diabetes" is not a name)
+_NOT_NAMES = frozenset("""
+The A An And Or Of In On At To For With Without No Not None Yes Patient Pt History Family Deceased Alive
+Healthy Unknown Diabetes Cancer Hypertension Stroke Dementia January February March April May June July
+August September October November December Monday Tuesday Wednesday Thursday Friday Saturday Sunday
+""".split())
+
+# word tokens (letters/digits, internal apostrophes) — the unit of name matching
+_TOKEN_RE = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
+_TRAILING_DIGITS_RE = re.compile(r"\d+$")
+_DIGIT_RUN_RE = re.compile(r"\d(?:[ \t\-.()/]{0,3}\d)*")
+_ISO_DATE_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:[T ].*)?$")
+_MONTH_NAMES = (
+    "january february march april may june july august september october november december".split()
+)
+
+
+class PhiSpan(NamedTuple):
+    """A detected identifier: character range [start, end) of the text and its replacement tag."""
+
+    start: int
+    end: int
+    tag: str
+
+
+# --------------------------------------------------------------------------------------------------
+# Known identifiers (the patient's own structured data)
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Known:
+    """Pre-processed known identifiers: name tokens, digit strings and token phrases, each tagged."""
+
+    names: frozenset[str] = frozenset()                       # case-folded name tokens
+    digits: tuple[tuple[str, str], ...] = ()                  # (digit string, tag)
+    phrases: tuple[tuple[tuple[str, ...], str, bool], ...] = ()  # (tokens, tag, prefix-match allowed)
+    kinds: tuple[tuple[str, str], ...] = ()                   # (identifier, kind) for leak reports
+
+    @property
+    def empty(self) -> bool:
+        return not (self.names or self.digits or self.phrases)
+
+
+def _strip_possessive(tok: str) -> str:
+    if len(tok) > 2 and tok[-2] in "'’" and tok[-1] in "sS":
+        return tok[:-2]
+    return tok
+
+
+def _classify_identifier(ident: str) -> str:
+    """Shape of a known identifier: the tag it is replaced by."""
+    s = ident.strip()
+    n_digits = sum(c.isdigit() for c in s)
+    n_alpha = sum(c.isalpha() for c in s)
+    if "@" in s:
+        return "[EMAIL]"
+    if re.match(r"(?i)^(?:https?://|www\.)", s):
+        return "[URL]"
+    if _ISO_DATE_RE.match(s) or re.match(r"^\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}$", s):
+        return "[DATE]"
+    if re.match(r"^(?:\d{1,3}\.){3}\d{1,3}$", s):
+        return "[IP]"
+    if n_digits >= 5 and n_alpha <= 3:
+        if re.match(r"^\d{3}-\d{2}-\d{4}$", s):
+            return "[SSN]"
+        if n_alpha == 0 and (n_digits in (10, 11) or re.search(r"[()+]|\d{3}[-. ]\d{3}[-. ]\d{4}", s)):
+            return "[PHONE]"
+        if n_alpha == 0:
+            return "[MRN]"
+        return "[ID]"
+    if re.match(r"^\d+[A-Za-z]?\s+\S", s) and n_alpha:
+        return "[ADDRESS]"
+    words = s.split()
+    if n_alpha and all(re.fullmatch(r"[^\W\d_]+(?:['’.-][^\W\d_]*)*\d*\.?", w) for w in words):
+        return "[NAME]"
+    if n_digits:
+        return "[ID]"
+    return "[NAME]"
+
+
+def _date_variants(ident: str) -> list[str]:
+    """Other spellings of an ISO date identifier (digit strings and month-name phrases)."""
+    m = _ISO_DATE_RE.match(ident.strip())
+    if not m:
+        return []
+    y, mo, d = m.groups()
+    imo, iday = int(mo), int(d)
+    if not (1 <= imo <= 12 and 1 <= iday <= 31):
+        return []
+    month = _MONTH_NAMES[imo - 1]
+    return [
+        f"{y}{mo}{d}", f"{mo}{d}{y}", f"{d}{mo}{y}", f"{imo}{iday}{y}", f"{iday}{imo}{y}",
+        f"{month} {iday} {y}", f"{iday} {month} {y}", f"{month[:3]} {iday} {y}", f"{iday} {month[:3]} {y}",
+    ]
+
+
+def _prepare_known(identifiers: Iterable[object] | str | None) -> _Known:
+    """Turn the patient's structured identifiers into matchers (no regex compilation per patient)."""
+    if identifiers is None:
+        return _Known()
+    if isinstance(identifiers, str):
+        identifiers = [identifiers]
+    names: set[str] = set()
+    digits: dict[str, str] = {}
+    phrases: dict[tuple[str, ...], tuple[str, bool]] = {}
+    kinds: list[tuple[str, str]] = []
+    for raw in identifiers:
+        if raw is None or raw is pd.NA or (isinstance(raw, float) and math.isnan(raw)):
+            continue
+        if isinstance(raw, float | np.floating) and float(raw).is_integer():
+            raw = int(raw)
+        ident = str(raw).strip()
+        if sum(c.isalnum() for c in ident) < 2:
+            continue
+        tag = _classify_identifier(ident)
+        kinds.append((ident, tag[1:-1].lower()))
+        toks = tuple(_strip_possessive(t).casefold() for t in _TOKEN_RE.findall(ident))
+        if toks:
+            phrases[toks] = (tag, tag == "[ADDRESS]")
+        if tag == "[NAME]":
+            for t in toks:
+                for form in (t, _TRAILING_DIGITS_RE.sub("", t)):
+                    if len(form) >= 2 and not form.isdigit():
+                        names.add(form)
+        only_digits = re.sub(r"\D", "", ident)
+        if tag in ("[SSN]", "[PHONE]", "[MRN]", "[ID]", "[DATE]") and len(only_digits) >= 5:
+            digits.setdefault(only_digits, tag)
+            if tag == "[PHONE]" and len(only_digits) == 11 and only_digits.startswith("1"):
+                digits.setdefault(only_digits[1:], tag)
+            if tag == "[PHONE]" and len(only_digits) == 10:
+                digits.setdefault(only_digits, tag)
+        if tag == "[DATE]":
+            for v in _date_variants(ident):
+                if v.isdigit():
+                    digits.setdefault(v, tag)
+                else:
+                    phrases.setdefault(tuple(v.split()), (tag, False))
+    return _Known(frozenset(names), tuple(digits.items()), tuple((k, v[0], v[1]) for k, v in phrases.items()),
+                  tuple(kinds))
+
+
+# --------------------------------------------------------------------------------------------------
+# Span detection
+# --------------------------------------------------------------------------------------------------
+
+_ADJ_GAP_RE = re.compile(r"^(?:[ \t]{1,3}|-|,[ \t]{1,2})$")
+
+
+def _pattern_spans(text: str) -> list[PhiSpan]:
+    spans: list[PhiSpan] = []
+    for name, pat in PHI_PATTERNS.items():
+        tag = _PATTERN_TAG[name]
+        for m in pat.finditer(text):
+            gd = m.groupdict()
+            grp = "phi" if gd.get("phi") is not None else ("phi2" if gd.get("phi2") is not None else None)
+            s, e = (m.start(grp), m.end(grp)) if grp else m.span()
+            if e > s:
+                spans.append(PhiSpan(s, e, tag))
+    return spans
+
+
+def _digit_spans(text: str, known: _Known) -> list[PhiSpan]:
+    spans: list[PhiSpan] = []
+    for m in _DIGIT_RUN_RE.finditer(text):
+        run = m.group()
+        if len(run) < 5:
+            continue
+        pos = [i for i, c in enumerate(run) if c.isdigit()]
+        if len(pos) < 5:
+            continue
+        digs = "".join(run[i] for i in pos)
+        for d, tag in known.digits:
+            k = digs.find(d)
+            while k >= 0:
+                spans.append(PhiSpan(m.start() + pos[k], m.start() + pos[k + len(d) - 1] + 1, tag))
+                k = digs.find(d, k + 1)
+    return spans
+
+
+def _short_gap(gap: str) -> bool:
+    return len(gap) <= 3 and "\n" not in gap
+
+
+def _name_and_phrase_spans(text: str, known: _Known) -> list[PhiSpan]:
+    """Name tokens (known names, dictionary names, title/relation context) and known token phrases."""
+    toks = [(m.start(), m.end(), m.group()) for m in _TOKEN_RE.finditer(text)]
+    n = len(toks)
+    if n == 0:
+        return []
+    spans: list[PhiSpan] = []
+    # 0 = not a name, 1 = ambiguous dictionary name, 2 = name
+    state = [0] * n
+    ends = [0] * n
+    capital = [False] * n
+    known_names = known.names
+    for i, (s, e, tok) in enumerate(toks):
+        base = _strip_possessive(tok)
+        ends[i] = s + len(base)
+        alpha = _TRAILING_DIGITS_RE.sub("", base)
+        if known_names:
+            low = base.casefold()
+            if low in known_names or alpha.casefold() in known_names:
+                state[i] = 2
+                continue
+        if alpha and alpha[0].isupper() and not alpha.isupper() and alpha[0].isalpha():
+            capital[i] = True
+            if alpha in _NAMES_STRONG:
+                state[i] = 2
+            elif alpha in _NAMES_WEAK:
+                state[i] = 1
+        elif len(alpha) == 1 and alpha.isupper():
+            capital[i] = True  # an initial
+
+    def adjacent(i: int, j: int) -> bool:
+        """Tokens i < j are neighbours: short gap (spaces, hyphen, comma) or an initial's period."""
+        gap = text[ends[i]:toks[j][0]]
+        if _ADJ_GAP_RE.match(gap):
+            return True
+        return len(toks[i][2]) == 1 and gap in (". ", ".")
+
+    # title / relation context
+    for i, (s, e, tok) in enumerate(toks):
+        low = tok.lower()
+        if low in _TITLES:
+            j = i + 1
+            while j < n and j <= i + 3 and capital[j] and toks[j][2] not in _NOT_NAMES:
+                gap = text[ends[j - 1]:toks[j][0]]
+                if not (_short_gap(gap) and (gap.strip() in ("", ".", ",") )):
+                    break
+                state[j] = 2
+                j += 1
+        elif low in _RELATIONS:
+            j = i + 1
+            while j < n and j <= i + 3:
+                gap = text[ends[j - 1]:toks[j][0]]
+                if not (_short_gap(gap) and gap.strip() in ("", ",", ":", "-")):
+                    break
+                t = toks[j][2]
+                if t.lower() in ("is", "named", "called"):
+                    j += 1
+                    continue
+                if not capital[j] or t in _NOT_NAMES:
+                    break
+                if state[j] == 1 or (state[j] == 0 and j + 1 < n and state[j + 1] >= 1 and adjacent(j, j + 1)):
+                    state[j] = 2
+                elif state[j] == 0:
+                    break
+                j += 1
+
+    # ambiguous names and initials next to a name become names (to a fixed point: "Will May Smith")
+    changed = True
+    while changed:
+        changed = False
+        for i in range(n):
+            if state[i] == 2:
+                continue
+            is_initial = len(toks[i][2]) == 1 and toks[i][2].isupper()
+            if state[i] != 1 and not is_initial:
+                continue
+            left = i > 0 and state[i - 1] == 2 and adjacent(i - 1, i)
+            right = i + 1 < n and state[i + 1] == 2 and adjacent(i, i + 1)
+            if (state[i] == 1 and (left or right)) or (is_initial and left and right):
+                state[i] = 2
+                changed = True
+            elif is_initial and right and i > 0 and toks[i - 1][2].lower() in _TITLES:
+                state[i] = 2
+                changed = True
+    for i in range(n):
+        if state[i] == 2:
+            spans.append(PhiSpan(toks[i][0], ends[i], "[NAME]"))
+
+    if known.phrases:
+        lows = [_strip_possessive(t[2]).casefold() for t in toks]
+        first: dict[str, list[tuple[tuple[str, ...], str, bool]]] = {}
+        for ph in known.phrases:
+            first.setdefault(ph[0][0], []).append(ph)
+        for i, low in enumerate(lows):
+            for words, tag, prefix_ok in first.get(low, ()):
+                k = 1
+                while (k < len(words) and i + k < n and lows[i + k] == words[k]
+                       and _short_gap(text[ends[i + k - 1]:toks[i + k][0]])):
+                    k += 1
+                if k == len(words) or (prefix_ok and k >= 2):
+                    spans.append(PhiSpan(toks[i][0], ends[i + k - 1], tag))
+    return spans
+
+
+def _merge(spans: list[PhiSpan], protected: list[tuple[int, int]]) -> list[PhiSpan]:
+    """Union of overlapping spans (privacy first: never leave part of a hit); tag of the longest."""
+    if protected:
+        spans = [sp for sp in spans if not any(ps <= sp.start and sp.end <= pe for ps, pe in protected)]
+    if not spans:
+        return []
+    spans.sort(key=lambda sp: (sp.start, -sp.end))
+    out: list[PhiSpan] = []
+    cur_s, cur_e, best = spans[0].start, spans[0].end, spans[0]
+    for sp in spans[1:]:
+        if sp.start < cur_e:
+            cur_e = max(cur_e, sp.end)
+            if (sp.end - sp.start, -_TAG_PRIORITY[sp.tag]) > (best.end - best.start, -_TAG_PRIORITY[best.tag]):
+                best = sp
+        else:
+            out.append(PhiSpan(cur_s, cur_e, best.tag))
+            cur_s, cur_e, best = sp.start, sp.end, sp
+    out.append(PhiSpan(cur_s, cur_e, best.tag))
+    return out
+
+
+def _spans(text: str, known: _Known) -> list[PhiSpan]:
+    protected = [m.span() for m in _TAG_RE.finditer(text)]
+    spans = _pattern_spans(text)
+    spans += _name_and_phrase_spans(text, known)
+    if known.digits:
+        spans += _digit_spans(text, known)
+    return _merge(spans, protected)
+
+
+def find_phi_spans(text: str, known_identifiers: Iterable[str] = ()) -> list[PhiSpan]:
+    """Identifier spans that ``scrub_text`` replaces in one pass (sorted, non-overlapping)."""
+    return _spans(text, _prepare_known(known_identifiers))
+
+
+def _replace(text: str, spans: list[PhiSpan]) -> str:
+    parts: list[str] = []
+    pos = 0
+    for sp in spans:
+        parts.append(text[pos:sp.start])
+        parts.append(sp.tag)
+        pos = sp.end
+    parts.append(text[pos:])
+    return "".join(parts)
+
+
+def _scrub(text: str, known: _Known) -> str:
+    # repeat to a fixed point (usually one extra cheap pass): the result is idempotent by construction
+    for _ in range(5):
+        spans = _spans(text, known)
+        if not spans:
+            return text
+        text = _replace(text, spans)
+    return text
+
+
+def scrub_text(text: str | None, known_identifiers: Iterable[str] = ()) -> str | None:
+    """Free text with direct identifiers replaced by typed tags ([NAME], [PHONE], [EMAIL], [SSN],
+    [MRN], [DATE], [ADDRESS], [ID], [URL], [IP]; ages over 89 by [AGE90+]).
+
+    Sources of hits: ``known_identifiers`` (the patient's own names, MRN, phone, address ... from
+    structured data; matched case-insensitively on word boundaries, names token by token and with
+    Synthea-style trailing digits removed, numbers digit by digit whatever the separators),
+    ``PHI_PATTERNS``, and the Faker en_US names dictionary for capitalized tokens (common-word names
+    only next to another name, a title or a relation word). Idempotent; None stays None.
+    """
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        raise TypeError(f"scrub_text expects str or None, got {type(text).__name__}")
+    return _scrub(text, _prepare_known(known_identifiers))
+
+
+def _known_key(value: object) -> tuple[str, ...]:
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, Iterable):
+        return tuple(str(v) for v in value if not (v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))))
+    return (str(value),)
+
+
+def scrub_series(texts: pd.Series, known: pd.Series | None = None) -> pd.Series:
+    """``scrub_text`` per row; ``known`` (same index) holds each row's identifiers (list or str).
+
+    Missing texts stay missing. The known identifiers of a patient are prepared once per distinct list.
+    """
+    if known is not None and not known.index.equals(texts.index):
+        raise ValueError("scrub_series: known must share the index of texts")
+    cache: dict[tuple[str, ...], _Known] = {}
+    out = []
+    known_values = known.tolist() if known is not None else [None] * len(texts)
+    for text, kv in zip(texts.tolist(), known_values, strict=True):
+        if text is None or text is pd.NA or (isinstance(text, float) and math.isnan(text)):
+            out.append(text)
+            continue
+        key = _known_key(kv)
+        prepared = cache.get(key)
+        if prepared is None:
+            prepared = cache[key] = _prepare_known(key)
+        out.append(_scrub(str(text), prepared))
+    return pd.Series(out, index=texts.index, dtype=object)
+
+
+# --------------------------------------------------------------------------------------------------
+# WFDB comments and leak scanning
+# --------------------------------------------------------------------------------------------------
+
+_ID_KEYS = frozenset("""
+patient patient_name patientname name pt full_name fullname mrn medical_record_number record_number
+dob date_of_birth birthdate birth_date born ssn phone telephone tel address email id patient_id record
+""".split())
+_KEY_RE = re.compile(r"<?([A-Za-z][A-Za-z _./-]{0,30}?)>?\s*[:=]")
+
+
+def _is_pure_identifier_line(line: str) -> bool:
+    """True if the line is only "key: value" pairs whose keys all name direct identifiers."""
+    stripped = line.strip().lstrip("#").strip()
+    if not stripped:
+        return False
+    keys = list(_KEY_RE.finditer(stripped))
+    if not keys or keys[0].start() != 0:
+        return False
+    names = [re.sub(r"[\s.-]+", "_", k.group(1).strip().lower()) for k in keys]
+    return all(k in _ID_KEYS for k in names)
+
+
+def deidentify_wfdb_comments(comments: list[str], known_identifiers: Iterable[str] = ()) -> list[str]:
+    """WFDB header comments with identifier-only lines ("patient: ...", "mrn: ...", "dob: ...")
+    dropped and every other line scrubbed; lines left with nothing but tags are dropped too."""
+    known = _prepare_known(known_identifiers)
+    out: list[str] = []
+    for line in comments:
+        if _is_pure_identifier_line(line):
+            continue
+        scrubbed = _scrub(line, known)
+        if scrubbed != line and not re.search(r"[^\W_]", _TAG_RE.sub("", scrubbed)):
+            continue
+        out.append(scrubbed)
+    return out
+
+
+def find_identifier_hits(text: str, identifiers: Iterable[str]) -> list[str]:
+    """Leak scan: the KIND ("name", "phone", "ssn", "mrn", "id", "date", "address", "email", ...) of
+    each identifier that still occurs in ``text`` — case-folded on word boundaries, names token by
+    token, numbers digits-only whatever the separators. Values are never returned."""
+    if text is None or (isinstance(text, float) and math.isnan(text)):
+        return []
+    text = _TAG_RE.sub(" ", str(text))
+    hits: list[str] = []
+    if isinstance(identifiers, str):
+        identifiers = [identifiers]
+    for ident in identifiers:
+        known = _prepare_known([ident])
+        if known.empty:
+            continue
+        kind = known.kinds[0][1]
+        if _name_and_phrase_spans_known_only(text, known) or (known.digits and _digit_spans(text, known)):
+            hits.append(kind)
+    return hits
+
+
+def _name_and_phrase_spans_known_only(text: str, known: _Known) -> bool:
+    """Whether any known name token or known phrase occurs (no dictionary, no context rules)."""
+    toks = [(m.start(), m.end(), m.group()) for m in _TOKEN_RE.finditer(text)]
+    lows = [_strip_possessive(t[2]).casefold() for t in toks]
+    for low in lows:
+        if low in known.names or _TRAILING_DIGITS_RE.sub("", low) in known.names:
+            return True
+    for words, _tag, _prefix in known.phrases:
+        k = len(words)
+        for i in range(len(lows) - k + 1):
+            if lows[i:i + k] == list(words):
+                return True
+    return False

@@ -1,0 +1,191 @@
+"""Harmonize de-identified tables into OMOP-CDM-shaped tables with standard codes and canonical units.
+
+Vocabularies are the small crosswalks in `data/vocab/`; site conventions (local lab codes, unit
+spellings) come from the site's YAML. Every row keeps its source code/value next to the standard
+code/value. An unmapped code is kept with concept `unmapped` and counted; a value whose unit is not
+known for its concept is rejected with a reason (never guessed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+UNMAPPED = "unmapped"
+GENDER_CONCEPT = {"M": 8507, "F": 8532}
+
+
+def default_vocab_dir() -> Path:
+    return Path(__file__).resolve().parents[2] / "data" / "vocab"
+
+
+@dataclass
+class Vocabulary:
+    conditions: pd.DataFrame
+    measurements: pd.DataFrame
+    conversions: pd.DataFrame
+    drugs: pd.DataFrame
+    procedures: pd.DataFrame
+    therapies: pd.DataFrame
+
+    def conversion_table(self) -> dict[tuple[str, str], tuple[float, float, str]]:
+        return {
+            (r.loinc_code, r.from_unit): (float(r.factor), float(r.offset), r.to_unit)
+            for r in self.conversions.itertuples()
+        }
+
+
+def load_vocabulary(vocab_dir: Path | None = None) -> Vocabulary:
+    d = Path(vocab_dir or default_vocab_dir())
+    read = lambda name: pd.read_csv(d / name, dtype=str, keep_default_na=False)  # noqa: E731
+    conv = read("unit_conversions.csv")
+    conv["factor"] = conv["factor"].astype(float)
+    conv["offset"] = conv["offset"].astype(float)
+    meas = read("measurements.csv")
+    meas["min_plausible"] = meas["min_plausible"].astype(float)
+    meas["max_plausible"] = meas["max_plausible"].astype(float)
+    return Vocabulary(
+        conditions=read("conditions.csv"),
+        measurements=meas,
+        conversions=conv,
+        drugs=read("drugs.csv"),
+        procedures=read("procedures.csv"),
+        therapies=read("therapies.csv"),
+    )
+
+
+def harmonize_person(person: pd.DataFrame) -> pd.DataFrame:
+    out = person.copy()
+    out["gender_concept_id"] = out["gender"].map(GENDER_CONCEPT).fillna(0).astype("int64")
+    out["care_site_id"] = out["site_id"]
+    return out
+
+
+def harmonize_visits(visit: pd.DataFrame) -> pd.DataFrame:
+    out = visit.rename(columns={"visit_start": "visit_start_datetime", "visit_end": "visit_end_datetime"}).copy()
+    out["visit_concept"] = out["encounter_class"].astype("string").str.lower()
+    return out
+
+
+def harmonize_conditions(cond: pd.DataFrame, vocab: Vocabulary) -> pd.DataFrame:
+    m = vocab.conditions.set_index("source_code")
+    out = cond.rename(
+        columns={"condition_start": "condition_start_datetime", "condition_end": "condition_end_datetime",
+                 "source_code": "condition_source_value"}
+    ).copy()
+    src = out["condition_source_value"].astype(str)
+    out["condition_concept_code"] = src.map(m["icd10cm_code"]).fillna(UNMAPPED).astype("string")
+    out["condition_vocabulary"] = np.where(out["condition_concept_code"] == UNMAPPED, UNMAPPED, "ICD10CM")
+    out["phenotype_group"] = src.map(m["phenotype_group"]).astype("string")
+    return out
+
+
+def harmonize_measurements(
+    obs: pd.DataFrame, vocab: Vocabulary, *, local_lab_codes: dict[str, str], unit_alias
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Split EHR observations into (measurement, observation, rejected).
+
+    Numeric rows become `measurement` with `value_as_number` in the concept's canonical unit; text rows
+    become `observation`; numeric rows with an unknown unit for a mapped concept, or a non-numeric value,
+    are rejected with `_reason`. `unit_alias(loinc, unit)` maps a site's unit spelling to UCUM.
+    """
+    meas_vocab = vocab.measurements.set_index("loinc_code")
+    conv = vocab.conversion_table()
+    df = obs.copy()
+    numeric_type = df["value_type"].astype("string").str.lower().fillna("numeric") == "numeric"
+    text = df[~numeric_type]
+    df = df[numeric_type].copy()
+    src = df["source_code"].astype(str)
+    loinc = src.map(lambda c: local_lab_codes.get(c, c))
+    mapped = loinc.isin(meas_vocab.index)
+    value = pd.to_numeric(df["value_source"], errors="coerce")
+    bad_value = value.isna()
+    units = [unit_alias(lc, str(u)) if u is not None and not pd.isna(u) else "" for lc, u in zip(loinc, df["unit_source"])]
+    units = pd.Series(units, index=df.index, dtype=object)
+    factors = np.full(len(df), np.nan)
+    offsets = np.zeros(len(df))
+    canon = np.empty(len(df), dtype=object)
+    for i, (lc, u, mp) in enumerate(zip(loinc, units, mapped)):
+        if not mp:
+            factors[i], canon[i] = 1.0, u
+            continue
+        hit = conv.get((lc, u))
+        if hit is not None:
+            factors[i], offsets[i], canon[i] = hit
+    unknown_unit = mapped.values & np.isnan(factors)
+    reasons = pd.Series(None, index=df.index, dtype=object)
+    reasons[bad_value] = "non-numeric value for a numeric observation"
+    reasons[~bad_value & unknown_unit] = "unknown unit for concept"
+    rejected = df[reasons.notna()].copy()
+    rejected["_reason"] = reasons[reasons.notna()]
+    keep = reasons.isna().values
+    out = df[keep].copy()
+    out = out.rename(columns={"observation_datetime": "measurement_datetime", "source_code": "measurement_source_value",
+                              "unit_source": "unit_source_value", "value_source": "value_source_value"})
+    out["measurement_concept_code"] = np.where(mapped.values[keep], loinc.values[keep], UNMAPPED)
+    out["value_as_number"] = value.values[keep] * factors[keep] + offsets[keep]
+    out["unit_concept_code"] = canon[keep]
+    lo = out["measurement_concept_code"].map(meas_vocab["min_plausible"])
+    hi = out["measurement_concept_code"].map(meas_vocab["max_plausible"])
+    out["range_flag"] = np.select(
+        [lo.isna(), out["value_as_number"] < lo, out["value_as_number"] > hi], ["unchecked", "low", "high"], "ok"
+    )
+    for c in ("measurement_concept_code", "unit_concept_code", "range_flag"):
+        out[c] = out[c].astype("string")
+    obs_out = text.rename(
+        columns={"observation_datetime": "observation_datetime", "source_code": "observation_source_value",
+                 "value_source": "value_as_string", "unit_source": "unit_source_value"}
+    ).copy()
+    obs_out["observation_concept_code"] = obs_out["observation_source_value"]
+    obs_out["value_as_number"] = np.nan
+    obs_out["source_kind"] = "ehr"
+    return out.reset_index(drop=True), obs_out.reset_index(drop=True), rejected.reset_index(drop=True)
+
+
+def harmonize_drugs(med: pd.DataFrame, vocab: Vocabulary) -> pd.DataFrame:
+    m = vocab.drugs.set_index("source_code")
+    out = med.rename(columns={"drug_start": "drug_exposure_start_datetime", "drug_end": "drug_exposure_end_datetime",
+                              "source_code": "drug_source_value"}).copy()
+    src = out["drug_source_value"].astype(str)
+    out["drug_concept_code"] = src.map(m["ingredient_code"]).fillna(UNMAPPED).astype("string")
+    out["ingredient"] = src.map(m["ingredient_name"]).astype("string")
+    out["drug_class"] = src.map(m["drug_class"]).astype("string")
+    arm = src.map(m["therapy_arm"]).replace("", np.nan)
+    out["therapy_arm"] = arm.astype("string")
+    return out
+
+
+def harmonize_procedures(proc: pd.DataFrame, vocab: Vocabulary) -> pd.DataFrame:
+    m = vocab.procedures.set_index("source_code")
+    out = proc.rename(columns={"procedure_start": "procedure_datetime", "procedure_end": "procedure_end_datetime",
+                               "source_code": "procedure_source_value"}).copy()
+    src = out["procedure_source_value"].astype(str)
+    out["procedure_concept_code"] = src.map(m["standard_code"]).fillna(UNMAPPED).astype("string")
+    out["therapy_arm"] = src.map(m["therapy_arm"]).replace("", np.nan).astype("string")
+    return out
+
+
+def harmonize_interviews(interviews: pd.DataFrame, answer_fields: list[str]) -> pd.DataFrame:
+    """Interview answers → OMOP `observation` rows (one per interview × answered question), local codes."""
+    lineage = ["site_id", "delivery_id", "source_file", "source_row"]
+    present = [f for f in answer_fields if f in interviews.columns]
+    long = interviews.melt(
+        id_vars=["interview_id", "person_id", "interview_date", *lineage], value_vars=present,
+        var_name="observation_source_value", value_name="value_as_number",
+    )
+    long = long[long["value_as_number"].notna()].copy()
+    long["observation_concept_code"] = ("REDCAP:" + long["observation_source_value"]).astype("string")
+    long = long.rename(columns={"interview_date": "observation_datetime"})
+    long["source_kind"] = "interview"
+    return long.reset_index(drop=True)
+
+
+def mapping_coverage(frames: dict[str, tuple[pd.DataFrame, str]]) -> dict[str, float]:
+    """Fraction of rows with a standard concept, per vocabulary: {name: (frame, concept column)}."""
+    out = {}
+    for name, (df, col) in frames.items():
+        out[name] = float((df[col] != UNMAPPED).mean()) if len(df) else 1.0
+    return out

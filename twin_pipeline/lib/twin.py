@@ -1,0 +1,211 @@
+"""Assemble one digital twin per patient from the harmonized and feature tables.
+
+Grain: one row per (site, pseudonymous person). The twin gathers demographics, coded conditions,
+labs around the index date, medication exposure, interview scores, waveform features, the study
+therapy and the 90-day outcome, with provenance (deliveries and row counts per source) and a
+completeness score. Pure pandas; no Dagster.
+
+Index date: the first post-acute COVID-19 (long-COVID) diagnosis. Therapy: the first study-therapy
+drug or procedure from 7 days before to 30 days after the index date, else `standard_care`.
+Baseline six-minute-walk distance: the measurement closest to the index within [-30, +14] days;
+90-day outcome: the one closest to day 90 within [+60, +120] days.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+SIX_MWD = "64098-7"
+LAB_FEATURES = {  # LOINC -> twin column (value in the canonical unit of data/vocab/measurements.csv)
+    "1988-5": "crp_mg_l",
+    "4548-4": "hba1c_pct",
+    "19926-5": "fev1_fvc_pct",
+    "11572-5": "rf_iu_ml",
+    "32218-0": "anti_ccp_u_ml",
+    "1986-9": "c_peptide_ng_ml",
+    "2345-7": "glucose_mg_dl",
+    "2160-0": "creatinine_mg_dl",
+    "8480-6": "sbp_mmhg",
+    "29463-7": "weight_kg",
+    "8302-2": "height_cm",
+    "59408-5": "spo2_pct",
+}
+CONDITION_GROUPS = [
+    "rheumatoid_arthritis", "osteoarthritis", "type1_diabetes", "type2_diabetes", "asthma", "copd",
+    "hypertension", "atrial_fibrillation", "heart_failure", "obesity", "covid19", "long_covid",
+]
+DRUG_CLASSES = {
+    "csDMARD": "on_dmard", "NSAID": "on_nsaid", "analgesic": "on_analgesic", "insulin": "on_insulin",
+    "biguanide": "on_metformin", "inhaled corticosteroid": "on_ics", "LAMA": "on_lama",
+}
+INTERVIEW_FIELDS = [
+    "fatigue_score", "dyspnea_mmrc", "cognitive_complaints", "post_exertional_malaise", "joint_pain",
+    "morning_stiffness_min", "joint_pattern",
+]
+WAVEFORM_FEATURES = {
+    "ecg_monitor": ["hr_mean_bpm", "hrv_sdnn_ms", "hrv_rmssd_ms", "irregular_rr_fraction", "ecg_quality"],
+    "ventilator": ["resp_rate_bpm", "tidal_volume_insp_ml", "peep_cmh2o", "dynamic_compliance_ml_cmh2o"],
+    "wearable": ["resting_hr_bpm", "sedentary_fraction", "activity_counts_per_min"],
+}
+MODEL_FEATURES = [
+    "age_years", "sex_male", "baseline_6mwd_m", "crp_mg_l", "hba1c_pct", "fev1_fvc_pct", "bmi",
+    "fatigue_score", "dyspnea_mmrc", "post_exertional_malaise", "days_since_covid",
+    "dx_copd", "dx_type2_diabetes", "dx_rheumatoid_arthritis", "hr_mean_bpm", "hrv_rmssd_ms",
+    "resting_hr_bpm",
+]
+
+
+@dataclass
+class TwinInputs:
+    person: pd.DataFrame
+    condition: pd.DataFrame
+    measurement: pd.DataFrame
+    drug: pd.DataFrame
+    procedure: pd.DataFrame
+    interview: pd.DataFrame  # features.interview_scores
+    waveforms: dict[str, pd.DataFrame]  # device kind -> features.<kind>_record_features
+
+
+def _latest_person(person: pd.DataFrame) -> pd.DataFrame:
+    p = person.sort_values(["delivery_id"]).groupby(["site_id", "person_id"], as_index=False).last()
+    n_deliv = person.groupby(["site_id", "person_id"])["delivery_id"].nunique().rename("n_deliveries")
+    return p.merge(n_deliv.reset_index(), on=["site_id", "person_id"])
+
+
+def _index_dates(condition: pd.DataFrame) -> pd.DataFrame:
+    keys = ["site_id", "person_id"]
+    lc = condition[condition["phenotype_group"] == "long_covid"]
+    idx = lc.groupby(keys)["condition_start_datetime"].min().rename("index_date")
+    cov = condition[condition["phenotype_group"] == "covid19"]
+    first_cov = cov.groupby(keys)["condition_start_datetime"].min().rename("covid_date")
+    return pd.concat([idx, first_cov], axis=1).reset_index()
+
+
+def _window_pick(events: pd.DataFrame, anchor: pd.DataFrame, time_col: str, value_col: str,
+                 lo_days: float, hi_days: float, target_days: float) -> pd.Series:
+    """Per (site, person): value of the event closest to anchor+target within [lo, hi] days of the anchor."""
+    keys = ["site_id", "person_id"]
+    e = events.merge(anchor[keys + ["index_date"]], on=keys)
+    d = (e[time_col] - e["index_date"]).dt.total_seconds() / 86400.0
+    e = e[(d >= lo_days) & (d <= hi_days)].assign(_dist=(d - target_days).abs())
+    if e.empty:
+        return pd.Series(dtype="float64", name=value_col)
+    best = e.sort_values("_dist").groupby(keys).head(1).set_index(keys)[value_col]
+    return best
+
+
+def build_twins(inp: TwinInputs, *, twin_version: str, built_at: pd.Timestamp) -> pd.DataFrame:
+    keys = ["site_id", "person_id"]
+    twins = _latest_person(inp.person)[
+        keys + ["gender", "age_years", "age_band", "year_of_birth", "zip3", "n_deliveries", "delivery_id"]
+    ].rename(columns={"delivery_id": "last_delivery_id"})
+    twins["sex_male"] = (twins["gender"] == "M").astype("float64")
+
+    # conditions: code counts per phenotype group (raw diagnosis codes, before reconciliation)
+    cond = inp.condition[inp.condition["phenotype_group"].notna()]
+    counts = cond.groupby(keys + ["phenotype_group"]).size().unstack(fill_value=0)
+    counts = counts.reindex(columns=CONDITION_GROUPS, fill_value=0).add_prefix("dx_").reset_index()
+    twins = twins.merge(counts, on=keys, how="left")
+    for g in CONDITION_GROUPS:
+        twins[f"dx_{g}"] = twins[f"dx_{g}"].fillna(0).astype("int64")
+
+    anchors = _index_dates(inp.condition)
+    twins = twins.merge(anchors, on=keys, how="left")
+    twins["days_since_covid"] = (twins["index_date"] - twins["covid_date"]).dt.days.astype("float64")
+
+    # labs: latest value on or before index+14 days (or latest overall when no index)
+    m = inp.measurement[inp.measurement["measurement_concept_code"].isin(list(LAB_FEATURES) + [SIX_MWD])]
+    m = m.merge(twins[keys + ["index_date"]], on=keys, how="inner")
+    cutoff = m["index_date"].fillna(pd.Timestamp.max - pd.Timedelta(days=30)) + pd.Timedelta(days=14)
+    labs = m[(m["measurement_concept_code"] != SIX_MWD) & (m["measurement_datetime"] <= cutoff)]
+    latest = labs.sort_values("measurement_datetime").groupby(keys + ["measurement_concept_code"])["value_as_number"].last()
+    latest = latest.unstack().rename(columns=LAB_FEATURES)
+    latest = latest.reindex(columns=list(LAB_FEATURES.values()))
+    twins = twins.merge(latest.reset_index(), on=keys, how="left")
+    twins["bmi"] = twins["weight_kg"] / (twins["height_cm"] / 100.0) ** 2
+
+    walk = m[m["measurement_concept_code"] == SIX_MWD]
+    anchor = twins[keys + ["index_date"]].dropna(subset=["index_date"])
+    base = _window_pick(walk, anchor, "measurement_datetime", "value_as_number", -30, 14, 0).rename("baseline_6mwd_m")
+    out90 = _window_pick(walk, anchor, "measurement_datetime", "value_as_number", 60, 120, 90).rename("outcome_6mwd_90d_m")
+    twins = twins.merge(base.reset_index(), on=keys, how="left").merge(out90.reset_index(), on=keys, how="left")
+
+    # medications: ever exposed per class
+    drug = inp.drug
+    for cls, col in DRUG_CLASSES.items():
+        ids = drug.loc[drug["drug_class"] == cls, keys].drop_duplicates().assign(**{col: 1.0})
+        twins = twins.merge(ids, on=keys, how="left")
+        twins[col] = twins[col].fillna(0.0)
+
+    # therapy: first study-therapy event in [-7, +30] days of the index date
+    d_ev = drug.loc[drug["therapy_arm"].notna(), keys + ["therapy_arm", "drug_exposure_start_datetime"]].rename(
+        columns={"drug_exposure_start_datetime": "t"})
+    p_ev = inp.procedure.loc[inp.procedure["therapy_arm"].notna(), keys + ["therapy_arm", "procedure_datetime"]].rename(
+        columns={"procedure_datetime": "t"})
+    ev = pd.concat([d_ev, p_ev]).merge(anchor, on=keys)
+    rel = (ev["t"] - ev["index_date"]).dt.total_seconds() / 86400.0
+    ev = ev[(rel >= -7) & (rel <= 30)].sort_values("t").groupby(keys).head(1)
+    twins = twins.merge(ev[keys + ["therapy_arm"]].rename(columns={"therapy_arm": "therapy"}), on=keys, how="left")
+    has_index = twins["index_date"].notna()
+    twins["therapy"] = twins["therapy"].astype(object)
+    twins.loc[has_index & twins["therapy"].isna(), "therapy"] = "standard_care"
+    twins["therapy"] = twins["therapy"].astype("string")
+
+    # interviews: baseline = first interview per patient
+    iv = inp.interview
+    if len(iv):
+        first = iv.sort_values("interview_date").groupby(keys).head(1)
+        cols = [c for c in INTERVIEW_FIELDS + ["symptom_burden"] if c in first.columns]
+        twins = twins.merge(first[keys + cols], on=keys, how="left")
+        n_iv = iv.groupby(keys).size().rename("n_interviews").reset_index()
+        twins = twins.merge(n_iv, on=keys, how="left")
+    for c in INTERVIEW_FIELDS + ["symptom_burden", "n_interviews"]:
+        if c not in twins:
+            twins[c] = np.nan
+    twins["n_interviews"] = twins["n_interviews"].fillna(0).astype("int64")
+
+    # waveforms: mean of usable records per patient
+    n_rec_cols = []
+    for kind, cols in WAVEFORM_FEATURES.items():
+        wf = inp.waveforms.get(kind)
+        col_n = f"n_{kind}_records"
+        n_rec_cols.append(col_n)
+        if wf is None or wf.empty:
+            twins[col_n] = 0
+            for c in cols:
+                twins[c] = np.nan
+            continue
+        ok = wf[wf["quality_flag"] != "no_signal"]
+        agg = ok.groupby(keys)[[c for c in cols if c in ok.columns]].mean()
+        agg[col_n] = wf.groupby(keys).size()
+        twins = twins.merge(agg.reset_index(), on=keys, how="left")
+        twins[col_n] = twins[col_n].fillna(0).astype("int64")
+        for c in cols:
+            if c not in twins:
+                twins[c] = np.nan
+
+    # provenance and completeness
+    n_meas = inp.measurement.groupby(keys).size().rename("n_measurements")
+    n_cond = inp.condition.groupby(keys).size().rename("n_conditions")
+    n_drug = inp.drug.groupby(keys).size().rename("n_drug_exposures")
+    twins = twins.merge(pd.concat([n_meas, n_cond, n_drug], axis=1).reset_index(), on=keys, how="left")
+    for c in ("n_measurements", "n_conditions", "n_drug_exposures"):
+        twins[c] = twins[c].fillna(0).astype("int64")
+    sources = pd.DataFrame(
+        {
+            "ehr": (twins["n_conditions"] + twins["n_measurements"]) > 0,
+            "labs": twins[["crp_mg_l", "hba1c_pct", "fev1_fvc_pct"]].notna().any(axis=1),
+            "interview": twins["n_interviews"] > 0,
+            "waveform": twins[n_rec_cols].sum(axis=1) > 0,
+            "outcome": twins["outcome_6mwd_90d_m"].notna(),
+        }
+    )
+    twins["completeness"] = sources.mean(axis=1).astype("float64")
+    twins["twin_version"] = twin_version
+    twins["built_at"] = built_at
+    drop = ["covid_date", "gender"]
+    twins = twins.drop(columns=drop)
+    return twins.sort_values(keys).reset_index(drop=True)

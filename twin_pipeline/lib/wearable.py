@@ -1,0 +1,282 @@
+"""Wearable waveforms: PPG pulse rate / variability / quality, accelerometer activity, resting HR.
+
+Both signals are processed per minute (60 s bins from the record start), so memory stays flat and
+the two streams line up minute by minute. PPG peaks come from neurokit2
+(`nk.ppg_findpeaks(nk.ppg_clean(x, sampling_rate), sampling_rate)`, Elgendi 2013); the quality index
+is the beat template correlation shared with the ECG code. Activity uses ENMO
+(Euclidean norm minus one g, van Hees et al. 2013) with wrist cut-points close to Hildebrand et al.
+2014 (sedentary < 45 mg, moderate-to-vigorous ≥ 100 mg).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import neurokit2 as nk
+import numpy as np
+import pandas as pd
+
+from twin_pipeline.lib.ecg import _finite_runs, signal_template_quality
+
+PPG_FEATURE_KEYS: tuple[str, ...] = ("pulse_rate_bpm", "prv_sdnn_ms", "ppg_quality", "quality_flag", "quality_reason")
+ACTIVITY_FEATURE_KEYS: tuple[str, ...] = (
+    "activity_counts_per_min",
+    "sedentary_fraction",
+    "active_minutes",
+    "quality_flag",
+    "quality_reason",
+)
+WEARABLE_FEATURE_KEYS: tuple[str, ...] = (
+    "pulse_rate_bpm",
+    "prv_sdnn_ms",
+    "ppg_quality",
+    "ppg_quality_flag",
+    "ppg_quality_reason",
+    "activity_counts_per_min",
+    "sedentary_fraction",
+    "active_minutes",
+    "activity_quality_flag",
+    "activity_quality_reason",
+    "resting_hr_bpm",
+    "quality_flag",
+    "quality_reason",
+)
+
+MINUTE_S = 60.0
+MIN_MINUTE_S = 20.0  # a minute bin (e.g. the trailing one) with fewer finite seconds is not evaluated
+PPG_MIN_RUN_S = 8.0  # PPG finite stretches shorter than this are not analysed
+PPG_PAD_S = 2.0  # context either side of a minute for the filters
+IBI_MIN_S, IBI_MAX_S = 60.0 / 200.0, 60.0 / 30.0
+IBI_LOCAL_TOLERANCE = 0.3  # IBIs further than 30 % from the minute's median IBI are artefacts
+MIN_IBIS_PER_MINUTE = 5
+PPG_SQI_EXCLUDE = 0.5  # minute SQI below this: excluded ("low_sqi")
+PPG_SQI_OK = 0.86  # record mean SQI below this → low_quality (Orphanidou et al. 2015, PPG)
+USABLE_OK = 0.5
+SEDENTARY_MG = 45.0
+ACTIVE_MG = 100.0
+RESTING_HR_PERCENTILE = 10.0
+
+
+def _minute_bounds(n: int, fs: float) -> list[tuple[int, int]]:
+    """[start, stop) sample bounds of consecutive 60 s bins from sample 0.
+
+    A trailing partial bin shorter than 20 s is dropped (unless it is the only bin), so a
+    2-minute record plus a few samples has two minutes, not three.
+    """
+    step = int(round(MINUTE_S * fs))
+    if step <= 0 or n <= 0:
+        return []
+    bounds = [(a, min(a + step, n)) for a in range(0, n, step)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < MIN_MINUTE_S * fs:
+        bounds.pop()
+    return bounds
+
+
+def ppg_minutes(ppg: np.ndarray, sampling_rate: float) -> pd.DataFrame:
+    """Per-minute PPG analysis: one row per 60 s bin from the record start.
+
+    Columns: minute (0-based), usable (bool), reason ("" when usable, else missing_samples |
+    flat_line | implausible_beats | low_sqi), n_ibi, pulse_rate_bpm (60 / median IBI of the minute),
+    sqi (template correlation), ibi_ms (array of the minute's accepted IBIs, in ms).
+    An IBI is accepted when both peaks lie in one finite stretch ≥ 8 s, it is 0.3–2 s long and
+    within 30 % of the minute's median IBI. A minute is usable with ≥ 20 s of such stretches,
+    a non-flat trace, ≥ 5 accepted IBIs and SQI ≥ 0.5.
+    """
+    x = np.asarray(ppg, dtype=np.float64)
+    fs = float(sampling_rate)
+    pad = int(round(PPG_PAD_S * fs))
+    rows = []
+    for m, (a, b) in enumerate(_minute_bounds(len(x), fs)):
+        lo, hi = max(0, a - pad), min(len(x), b + pad)
+        seg = x[lo:hi]
+        row = {"minute": m, "usable": False, "reason": "", "n_ibi": 0, "pulse_rate_bpm": np.nan, "sqi": np.nan,
+               "ibi_ms": np.zeros(0)}
+        runs = _finite_runs(seg, int(round(PPG_MIN_RUN_S * fs)))
+        covered = sum(max(0, min(r1, b - lo) - max(r0, a - lo)) for r0, r1 in runs)
+        core = x[a:b]
+        finite = core[np.isfinite(core)]
+        if covered < MIN_MINUTE_S * fs:
+            row["reason"] = "missing_samples"
+        elif np.ptp(finite) == 0 or np.mean(np.diff(finite) == 0) >= 0.5:
+            row["reason"] = "flat_line"
+        else:
+            peaks_all, ibis = [], []
+            cleaned_all = np.full(len(seg), np.nan)
+            for r0, r1 in runs:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    cleaned = nk.ppg_clean(seg[r0:r1], sampling_rate=fs)
+                    try:
+                        peaks = np.asarray(nk.ppg_findpeaks(cleaned, sampling_rate=fs)["PPG_Peaks"], dtype=np.int64)
+                    except (ValueError, IndexError):
+                        peaks = np.zeros(0, dtype=np.int64)
+                cleaned_all[r0:r1] = cleaned
+                peaks = peaks + r0
+                in_core = (peaks >= a - lo) & (peaks < b - lo)
+                ibi = np.diff(peaks) / fs
+                ibi = ibi[in_core[1:]]  # the IBI ending at a peak inside the minute
+                peaks_all.append(peaks[in_core])
+                ibis.append(ibi)
+            peaks_arr = np.concatenate(peaks_all) if peaks_all else np.zeros(0, dtype=np.int64)
+            ibi = np.concatenate(ibis) if ibis else np.zeros(0)
+            ibi = ibi[(ibi >= IBI_MIN_S) & (ibi <= IBI_MAX_S)]
+            if len(ibi):
+                med = np.median(ibi)
+                ibi = ibi[np.abs(ibi - med) <= IBI_LOCAL_TOLERANCE * med]
+            if len(ibi) < MIN_IBIS_PER_MINUTE:
+                row["reason"] = "implausible_beats"
+            else:
+                sqi = signal_template_quality(cleaned_all, peaks_arr, fs, before_s=0.3, after_s=0.5)
+                row.update(n_ibi=int(len(ibi)), pulse_rate_bpm=float(60.0 / np.median(ibi)), sqi=sqi,
+                           ibi_ms=ibi * 1000.0)
+                if not (sqi >= PPG_SQI_EXCLUDE):
+                    row["reason"] = "low_sqi"
+                else:
+                    row["usable"] = True
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["minute", "usable", "reason", "n_ibi", "pulse_rate_bpm", "sqi", "ibi_ms"])
+
+
+def _reason_counts(reasons) -> str:
+    counts = pd.Series(list(reasons)).value_counts()
+    return ";".join(f"{r}x{c}" for r, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _ppg_from_minutes(minutes: pd.DataFrame) -> dict:
+    usable = minutes[minutes["usable"]]
+    if usable.empty:
+        reason = _reason_counts(minutes["reason"]) if len(minutes) else "too_short"
+        return {"pulse_rate_bpm": np.nan, "prv_sdnn_ms": np.nan, "ppg_quality": np.nan,
+                "quality_flag": "no_signal", "quality_reason": reason}
+    ibi = np.concatenate(usable["ibi_ms"].to_list())
+    sqi = float(np.average(usable["sqi"], weights=usable["n_ibi"]))
+    out = {
+        "pulse_rate_bpm": float(60000.0 / ibi.mean()),
+        "prv_sdnn_ms": float(ibi.std(ddof=1)) if len(ibi) > 1 else np.nan,
+        "ppg_quality": sqi,
+    }
+    reasons = []
+    if sqi < PPG_SQI_OK:
+        reasons.append("low_sqi_mean")
+    if len(usable) / len(minutes) < USABLE_OK:
+        reasons.append("low_usable_fraction")
+    out["quality_flag"] = "low_quality" if reasons else "ok"
+    out["quality_reason"] = ";".join(reasons)
+    return out
+
+
+def ppg_features(ppg: np.ndarray, sampling_rate: float) -> dict:
+    """Pulse rate, pulse-rate variability and quality of a PPG record (any amplitude unit).
+
+    pulse_rate_bpm = 60000 / mean accepted IBI (ms) over usable minutes (see :func:`ppg_minutes`);
+    prv_sdnn_ms = SD (ddof=1) of those IBIs; ppg_quality = mean minute SQI weighted by IBI count;
+    quality_flag "no_signal" (no usable minute, NaN features; reason = minute reasons with counts),
+    "low_quality" (ppg_quality < 0.86 or < 50 % of minutes usable) or "ok" (reason "").
+    """
+    return _ppg_from_minutes(ppg_minutes(ppg, sampling_rate))
+
+
+def _enmo_mg(acc_g: np.ndarray) -> np.ndarray:
+    """ENMO in mg from an acceleration magnitude in g.
+
+    If the median finite magnitude is 0.5–1.5 g the signal includes gravity and ENMO =
+    max(|a| − 1 g, 0); otherwise gravity was already removed and ENMO = |a|.
+    """
+    a = np.asarray(acc_g, dtype=np.float64)
+    finite = a[np.isfinite(a)]
+    with_gravity = finite.size > 0 and 0.5 <= float(np.median(finite)) <= 1.5
+    enmo = np.maximum(a - 1.0, 0.0) if with_gravity else np.abs(a)
+    return enmo * 1000.0
+
+
+def activity_minutes(acc_g: np.ndarray, sampling_rate: float) -> pd.DataFrame:
+    """Per-minute activity: one row per 60 s bin; columns minute, valid (≥ 20 s of finite samples),
+    enmo_mg (mean ENMO of the finite samples, mg), sedentary (< 45 mg), active (≥ 100 mg)."""
+    fs = float(sampling_rate)
+    enmo = _enmo_mg(acc_g)
+    rows = []
+    for m, (a, b) in enumerate(_minute_bounds(len(enmo), fs)):
+        seg = enmo[a:b]
+        n_finite = int(np.isfinite(seg).sum())
+        valid = n_finite >= MIN_MINUTE_S * fs
+        value = float(np.nanmean(seg)) if valid else np.nan
+        rows.append({"minute": m, "valid": valid, "enmo_mg": value,
+                     "sedentary": valid and value < SEDENTARY_MG, "active": valid and value >= ACTIVE_MG})
+    return pd.DataFrame(rows, columns=["minute", "valid", "enmo_mg", "sedentary", "active"])
+
+
+def _activity_from_minutes(minutes: pd.DataFrame, acc_g: np.ndarray) -> dict:
+    valid = minutes[minutes["valid"]]
+    if valid.empty:
+        return {"activity_counts_per_min": np.nan, "sedentary_fraction": np.nan, "active_minutes": 0,
+                "quality_flag": "no_signal", "quality_reason": "too_short" if minutes.empty else "missing_samples"}
+    out = {
+        "activity_counts_per_min": float(valid["enmo_mg"].mean()),
+        "sedentary_fraction": float(valid["sedentary"].mean()),
+        "active_minutes": int(valid["active"].sum()),
+    }
+    reasons = []
+    if len(valid) / len(minutes) < 0.8:
+        reasons.append("missing_samples")
+    a = np.asarray(acc_g, dtype=np.float64)
+    if np.nanstd(a) == 0:
+        reasons.append("flat_signal")
+    out["quality_flag"] = "low_quality" if reasons else "ok"
+    out["quality_reason"] = ";".join(reasons)
+    return out
+
+
+def activity_features(acc_g: np.ndarray, sampling_rate: float) -> dict:
+    """Activity summary from an acceleration magnitude (g) at `sampling_rate` Hz.
+
+    activity_counts_per_min = mean over valid minutes of the minute's mean ENMO in mg (the
+    "count" of this pipeline: ENMO-mg per minute, not ActiGraph counts); sedentary_fraction =
+    share of valid minutes < 45 mg; active_minutes = number of valid minutes ≥ 100 mg;
+    quality_flag "no_signal" (no valid minute) | "low_quality" (< 80 % of minutes valid:
+    "missing_samples"; zero variance: "flat_signal") | "ok".
+    """
+    return _activity_from_minutes(activity_minutes(acc_g, sampling_rate), acc_g)
+
+
+_FLAG_RANK = {"ok": 0, "low_quality": 1, "no_signal": 2}
+
+
+def wearable_features(ppg: np.ndarray, acc_g: np.ndarray, sampling_rate: float) -> dict:
+    """PPG + activity features of one wearable record, plus resting heart rate.
+
+    Keys: pulse_rate_bpm, prv_sdnn_ms, ppg_quality, ppg_quality_flag, ppg_quality_reason,
+    activity_counts_per_min, sedentary_fraction, active_minutes, activity_quality_flag,
+    activity_quality_reason, resting_hr_bpm, quality_flag, quality_reason.
+    resting_hr_bpm = 10th percentile (numpy linear interpolation) of the per-minute pulse rate
+    (60 / median IBI) over minutes that are both PPG-usable and sedentary (< 45 mg ENMO, valid);
+    NaN when there is no such minute. quality_flag is the worse of the two stream flags
+    (ok < low_quality < no_signal), quality_reason joins the non-empty stream reasons as
+    "ppg:<reason>" / "activity:<reason>".
+    """
+    fs = float(sampling_rate)
+    p_min = ppg_minutes(ppg, fs)
+    a_min = activity_minutes(acc_g, fs)
+    ppg_out = _ppg_from_minutes(p_min)
+    act_out = _activity_from_minutes(a_min, acc_g)
+    merged = p_min.merge(a_min, on="minute", how="inner")
+    rest = merged[merged["usable"] & merged["valid"] & merged["sedentary"]]
+    resting = float(np.percentile(rest["pulse_rate_bpm"], RESTING_HR_PERCENTILE)) if len(rest) else np.nan
+    flag = max(ppg_out["quality_flag"], act_out["quality_flag"], key=_FLAG_RANK.__getitem__)
+    reasons = [f"ppg:{ppg_out['quality_reason']}" if ppg_out["quality_reason"] else "",
+               f"activity:{act_out['quality_reason']}" if act_out["quality_reason"] else ""]
+    out = {
+        "pulse_rate_bpm": ppg_out["pulse_rate_bpm"],
+        "prv_sdnn_ms": ppg_out["prv_sdnn_ms"],
+        "ppg_quality": ppg_out["ppg_quality"],
+        "ppg_quality_flag": ppg_out["quality_flag"],
+        "ppg_quality_reason": ppg_out["quality_reason"],
+        "activity_counts_per_min": act_out["activity_counts_per_min"],
+        "sedentary_fraction": act_out["sedentary_fraction"],
+        "active_minutes": act_out["active_minutes"],
+        "activity_quality_flag": act_out["quality_flag"],
+        "activity_quality_reason": act_out["quality_reason"],
+        "resting_hr_bpm": resting,
+        "quality_flag": flag,
+        "quality_reason": ";".join(r for r in reasons if r) if flag != "ok" else "",
+    }
+    return {k: out[k] for k in WEARABLE_FEATURE_KEYS}

@@ -1,0 +1,319 @@
+"""Expectation suites as code: one function per dataset, each returning a GX `ExpectationSuite`.
+
+Each function carries `suite_name` so Dagster definitions can declare the gate without importing
+Great Expectations (slow) at load time; the suite itself is built when a check runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache
+
+from twin_pipeline.quality.expectations import PHI_PATTERNS, table_suite
+
+LINEAGE = ["site_id", "delivery_id", "source_file", "source_row"]
+PARTITION = ["site_id", "delivery_id"]
+PSEUDONYM = r"^[PERDI][0-9a-f]{16}$"
+ANY_PHI = "|".join(PHI_PATTERNS.values())
+AGE_BANDS = [f"{a}-{a + 4}" for a in range(0, 90, 5)] + ["90+"]
+ARMS = ["standard_care", "pulmonary_rehab", "colchicine", "antiviral"]
+
+
+def suite(name: str) -> Callable:
+    def wrap(fn: Callable) -> Callable:
+        cached = lru_cache(maxsize=1)(fn)
+        cached.suite_name = name  # type: ignore[attr-defined]
+        return cached
+
+    return wrap
+
+
+def _regex_match(column: str, regex: str):
+    import great_expectations as gx
+
+    return gx.expectations.ExpectColumnValuesToMatchRegex(column=column, regex=regex)
+
+
+# ---------------------------------------------------------------- deid
+
+
+@suite("deid.person")
+def deid_person():
+    return table_suite(
+        "deid.person",
+        columns=["person_id", "gender", "race", "ethnicity", "year_of_birth", "age_years", "age_band", "zip3",
+                 "birth_date", "death_date", *LINEAGE],
+        unique=["person_id"],
+        not_null=["person_id", "gender", "age_band", "zip3", *PARTITION],
+        ranges={"age_years": (0, 90), "year_of_birth": (1900, 2030)},
+        value_sets={"gender": ["M", "F", "U"], "age_band": AGE_BANDS},
+        extra=[_regex_match("person_id", PSEUDONYM), _regex_match("zip3", r"^\d{3}$")],
+    )
+
+
+def _deid_event(name: str, date_col: str, extra_cols: list[str]):
+    return table_suite(
+        name,
+        columns=["person_id", date_col, *extra_cols, *LINEAGE],
+        not_null=["person_id", date_col, *PARTITION],
+        extra=[_regex_match("person_id", PSEUDONYM)],
+        min_rows=0,
+    )
+
+
+@suite("deid.visit")
+def deid_visit():
+    return table_suite(
+        "deid.visit",
+        columns=["visit_id", "person_id", "visit_start", "visit_end", "encounter_class", *LINEAGE],
+        unique=["visit_id"],
+        not_null=["visit_id", "person_id", "visit_start", *PARTITION],
+        extra=[_regex_match("person_id", PSEUDONYM), _regex_match("visit_id", PSEUDONYM)],
+        min_rows=0,
+    )
+
+
+@suite("deid.condition")
+def deid_condition():
+    return _deid_event("deid.condition", "condition_start", ["source_code", "description"])
+
+
+@suite("deid.observation")
+def deid_observation():
+    return _deid_event("deid.observation", "observation_datetime", ["source_code", "value_source", "unit_source"])
+
+
+@suite("deid.medication")
+def deid_medication():
+    return _deid_event("deid.medication", "drug_start", ["source_code", "description"])
+
+
+@suite("deid.procedure")
+def deid_procedure():
+    return _deid_event("deid.procedure", "procedure_start", ["source_code", "description"])
+
+
+@suite("deid.interview")
+def deid_interview():
+    return table_suite(
+        "deid.interview",
+        columns=["interview_id", "person_id", "interview_date", *LINEAGE],
+        unique=["interview_id"],
+        not_null=["interview_id", "person_id", "interview_date", *PARTITION],
+        ranges={"fatigue_score": (0, 10), "dyspnea_mmrc": (0, 4), "morning_stiffness_min": (0, 600)},
+        regex_absent={"notes": ANY_PHI},
+        extra=[_regex_match("person_id", PSEUDONYM)],
+        min_rows=0,
+    )
+
+
+@suite("deid.waveform_record")
+def deid_waveform_record():
+    return table_suite(
+        "deid.waveform_record",
+        columns=["record_id", "person_id", "device_kind", "device_id", "start_time", "duration_s",
+                 "sampling_rate_hz", "deid_path", *LINEAGE],
+        unique=["record_id"],
+        not_null=["record_id", "person_id", "device_kind", "deid_path", *PARTITION],
+        ranges={"duration_s": (0.1, 7 * 86400), "sampling_rate_hz": (1, 10000)},
+        value_sets={"device_kind": ["ecg_monitor", "ventilator", "wearable"]},
+        extra=[_regex_match("record_id", PSEUDONYM), _regex_match("person_id", PSEUDONYM)],
+        min_rows=0,
+    )
+
+
+# ---------------------------------------------------------------- omop
+
+
+@suite("omop.person")
+def omop_person():
+    return table_suite(
+        "omop.person",
+        columns=["person_id", "gender_concept_id", "year_of_birth", "age_band", "zip3", "care_site_id", *PARTITION],
+        unique=["person_id"],
+        not_null=["person_id", "gender_concept_id", "care_site_id", *PARTITION],
+        value_sets={"gender_concept_id": [8507, 8532, 0]},
+    )
+
+
+@suite("omop.visit_occurrence")
+def omop_visit_occurrence():
+    return table_suite(
+        "omop.visit_occurrence",
+        columns=["visit_id", "person_id", "visit_start_datetime", "visit_concept", *PARTITION],
+        unique=["visit_id"],
+        not_null=["visit_id", "person_id", "visit_start_datetime"],
+        min_rows=0,
+    )
+
+
+@suite("omop.condition_occurrence")
+def omop_condition_occurrence():
+    return table_suite(
+        "omop.condition_occurrence",
+        columns=["person_id", "condition_start_datetime", "condition_source_value", "condition_concept_code",
+                 "phenotype_group", *LINEAGE],
+        not_null=["person_id", "condition_start_datetime", "condition_source_value", "condition_concept_code"],
+        min_rows=0,
+    )
+
+
+@suite("omop.measurement")
+def omop_measurement():
+    return table_suite(
+        "omop.measurement",
+        columns=["person_id", "measurement_datetime", "measurement_source_value", "measurement_concept_code",
+                 "value_source_value", "unit_source_value", "value_as_number", "unit_concept_code", "range_flag",
+                 *LINEAGE],
+        not_null=["person_id", "measurement_datetime", "measurement_concept_code", "value_as_number"],
+        value_sets={"range_flag": ["ok", "low", "high", "unchecked"]},
+        min_rows=0,
+    )
+
+
+@suite("omop.drug_exposure")
+def omop_drug_exposure():
+    return table_suite(
+        "omop.drug_exposure",
+        columns=["person_id", "drug_exposure_start_datetime", "drug_source_value", "drug_concept_code",
+                 "drug_class", "therapy_arm", *LINEAGE],
+        not_null=["person_id", "drug_exposure_start_datetime", "drug_source_value", "drug_concept_code"],
+        value_sets={"therapy_arm": ARMS},
+        min_rows=0,
+    )
+
+
+@suite("omop.procedure_occurrence")
+def omop_procedure_occurrence():
+    return table_suite(
+        "omop.procedure_occurrence",
+        columns=["person_id", "procedure_datetime", "procedure_source_value", "procedure_concept_code",
+                 "therapy_arm", *LINEAGE],
+        not_null=["person_id", "procedure_datetime", "procedure_source_value"],
+        value_sets={"therapy_arm": ARMS},
+        min_rows=0,
+    )
+
+
+@suite("omop.observation")
+def omop_observation():
+    return table_suite(
+        "omop.observation",
+        columns=["person_id", "observation_datetime", "observation_source_value", "observation_concept_code",
+                 "value_as_number", "source_kind", *LINEAGE],
+        not_null=["person_id", "observation_datetime", "observation_concept_code", "source_kind"],
+        value_sets={"source_kind": ["ehr", "interview"]},
+        regex_absent={"value_as_string": ANY_PHI},
+        min_rows=0,
+    )
+
+
+# ---------------------------------------------------------------- features
+
+
+@suite("features.ecg_record_features")
+def features_ecg():
+    return table_suite(
+        "features.ecg_record_features",
+        columns=["record_id", "person_id", "hr_mean_bpm", "hrv_sdnn_ms", "hrv_rmssd_ms", "quality_flag", *PARTITION],
+        unique=["record_id"],
+        not_null=["record_id", "person_id", "quality_flag"],
+        ranges={"hr_mean_bpm": (20, 250), "hrv_sdnn_ms": (0, 1000), "usable_fraction": (0, 1), "ecg_quality": (0, 1)},
+        value_sets={"quality_flag": ["ok", "low_quality", "no_signal"]},
+        min_rows=0,
+    )
+
+
+@suite("features.ventilator_record_features")
+def features_ventilator():
+    return table_suite(
+        "features.ventilator_record_features",
+        columns=["record_id", "person_id", "resp_rate_bpm", "tidal_volume_insp_ml", "peep_cmh2o", "quality_flag",
+                 *PARTITION],
+        unique=["record_id"],
+        not_null=["record_id", "person_id", "quality_flag"],
+        ranges={"resp_rate_bpm": (2, 80), "tidal_volume_insp_ml": (20, 3000), "peep_cmh2o": (-5, 40)},
+        value_sets={"quality_flag": ["ok", "low_quality", "no_signal"]},
+        min_rows=0,
+    )
+
+
+@suite("features.wearable_record_features")
+def features_wearable():
+    return table_suite(
+        "features.wearable_record_features",
+        columns=["record_id", "person_id", "resting_hr_bpm", "sedentary_fraction", "quality_flag", *PARTITION],
+        unique=["record_id"],
+        not_null=["record_id", "person_id", "quality_flag"],
+        ranges={"resting_hr_bpm": (25, 200), "sedentary_fraction": (0, 1)},
+        value_sets={"quality_flag": ["ok", "low_quality", "no_signal"]},
+        min_rows=0,
+    )
+
+
+@suite("features.interview_scores")
+def features_interview_scores():
+    return table_suite(
+        "features.interview_scores",
+        columns=["interview_id", "person_id", "interview_date", "symptom_burden", "items_answered", *PARTITION],
+        unique=["interview_id"],
+        not_null=["interview_id", "person_id", "items_answered"],
+        ranges={"symptom_burden": (0, 100), "items_answered": (0, 5)},
+        min_rows=0,
+    )
+
+
+# ---------------------------------------------------------------- twin + ml
+
+
+@suite("twin.patient_twin")
+def twin_patient_twin():
+    return table_suite(
+        "twin.patient_twin",
+        columns=["site_id", "person_id", "age_years", "age_band", "completeness", "therapy", "twin_version",
+                 "n_deliveries", "last_delivery_id"],
+        unique=["site_id", "person_id"],
+        not_null=["site_id", "person_id", "age_band", "completeness", "twin_version", "n_deliveries"],
+        ranges={"completeness": (0, 1), "age_years": (0, 90), "n_deliveries": (1, None), "bmi": (8, 120)},
+        value_sets={"therapy": ARMS, "age_band": AGE_BANDS},
+        extra=[_regex_match("person_id", PSEUDONYM)],
+    )
+
+
+@suite("ml.treatment_effect_model")
+def ml_treatment_effect_model():
+    return table_suite(
+        "ml.treatment_effect_model",
+        columns=["estimator", "mlflow_run_id", "model_uri", "n_train", "twin_version"],
+        unique=["estimator", "twin_version"],
+        not_null=["estimator", "mlflow_run_id", "model_uri", "n_train"],
+        ranges={"n_train": (40, None)},
+    )
+
+
+@suite("ml.treatment_simulation")
+def ml_treatment_simulation():
+    import great_expectations as gx
+
+    return table_suite(
+        "ml.treatment_simulation",
+        columns=["person_id", "therapy", "mean", "p10", "p90", "prob_best", "recommended",
+                 "recommendation_certainty"],
+        unique=["person_id", "therapy"],
+        not_null=["person_id", "therapy", "mean", "p10", "p90", "prob_best"],
+        ranges={"prob_best": (0, 1), "recommendation_certainty": (0, 1)},
+        value_sets={"therapy": ARMS},
+        extra=[
+            gx.expectations.ExpectColumnPairValuesAToBeGreaterThanB(column_A="p90", column_B="p10", or_equal=True),
+        ],
+    )
+
+
+@suite("ml.effect_evaluation")
+def ml_effect_evaluation():
+    return table_suite(
+        "ml.effect_evaluation",
+        columns=["estimator", "mlflow_run_id", "n_eval"],
+        not_null=["estimator", "mlflow_run_id", "n_eval"],
+        ranges={"n_eval": (1, None)},
+    )

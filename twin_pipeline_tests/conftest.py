@@ -1,0 +1,71 @@
+"""Shared fixtures: environment isolation, a tiny generated cohort, tmp warehouses."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+TEST_SECRET = "test-secret-0123456789abcdef"
+
+
+def shared_data(*parts: str) -> Path:
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared reference data not present: {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_cohort(tmp_path_factory) -> dict[str, Path]:
+    """2 sites × ~12 patients, 2 deliveries, short waveforms; generated once per test session/worker."""
+    from twin_pipeline.synth.generator import generate_cohort
+
+    root = tmp_path_factory.mktemp("cohort")
+    paths = {
+        "landing": root / "landing",
+        "truth": root / "ground_truth",
+        "sites": root / "sites",
+        "root": root,
+    }
+    generate_cohort(
+        paths["landing"], sites=2, patients=12, seed=3, truth_dir=paths["truth"], sites_dir=paths["sites"],
+        deliveries=2, waveform_seconds={"ecg_monitor": 20, "ventilator": 30, "wearable": 60},
+    )
+    return paths
+
+
+def make_resources(paths: dict[str, Path], tmp_path: Path) -> dict:
+    """Resources for `dg.materialize` against a tmp warehouse and the given cohort."""
+    from dagster_duckdb import DuckDBResource
+    from dagster_duckdb_pandas import DuckDBPandasIOManager
+
+    from twin_pipeline.resources import (
+        DeidResource,
+        GroundTruthResource,
+        LandingResource,
+        MlflowResource,
+        WaveformStoreResource,
+    )
+
+    db = str(tmp_path / "warehouse.duckdb")
+    return {
+        "io_manager": DuckDBPandasIOManager(database=db),
+        "warehouse": DuckDBResource(database=db),
+        "landing": LandingResource(
+            landing_dir=str(paths["landing"]), quarantine_dir=str(tmp_path / "quarantine"),
+            sites_dir=str(paths["sites"]),
+        ),
+        "deid": DeidResource(secret=TEST_SECRET, max_shift_days=120),
+        "waveform_store": WaveformStoreResource(root=str(tmp_path / "waveforms")),
+        "ground_truth": GroundTruthResource(root=str(paths["truth"])),
+        "mlflow": MlflowResource(
+            tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_root=str(tmp_path / "mlartifacts"),
+        ),
+    }
