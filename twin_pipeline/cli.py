@@ -82,7 +82,7 @@ def run_backfill(site: str | None = None, delivery: str | None = None, twins: bo
     known_d = set(instance.get_dynamic_partitions(delivery_partitions.name))
     instance.add_dynamic_partitions(site_partitions.name, [s for s in sites if s not in known_s])
     instance.add_dynamic_partitions(delivery_partitions.name, [d for d in dates if d not in known_d])
-    job = defs.get_job_def("site_delivery_job")
+    job = defs.resolve_job_def("site_delivery_job")
     results = {}
     for d in deliveries:
         t0 = time.perf_counter()
@@ -94,7 +94,7 @@ def run_backfill(site: str | None = None, delivery: str | None = None, twins: bo
         echo(f"  {d.site_id}/{d.delivery_id}: {status} in {time.perf_counter() - t0:.1f} s (run {res.run_id[:8]})")
     if twins:
         t0 = time.perf_counter()
-        res = defs.get_job_def("twin_refresh_job").execute_in_process(instance=instance, raise_on_error=False)
+        res = defs.resolve_job_def("twin_refresh_job").execute_in_process(instance=instance, raise_on_error=False)
         results["twin_refresh"] = res.success
         echo(f"  twins + models: {'ok' if res.success else 'FAILED'} in {time.perf_counter() - t0:.1f} s "
              f"(run {res.run_id[:8]})")

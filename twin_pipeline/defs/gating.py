@@ -55,9 +55,9 @@ def gate_results(
 
 
 def _check_name(suite_name: str) -> str:
-    from twin_pipeline.quality.gx import check_name_for
+    from twin_pipeline.quality.gx import gate_check_name
 
-    return check_name_for(suite_name)
+    return gate_check_name(suite_name)
 
 
 def output_metadata(

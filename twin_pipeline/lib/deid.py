@@ -30,6 +30,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 from faker.providers.address.en_US import Provider as _FakerAddress
+from faker.providers.lorem.en_US import Provider as _FakerLorem
 from faker.providers.person.en_US import Provider as _FakerPerson
 
 __all__ = [
@@ -208,7 +209,10 @@ def shift_dates(s: pd.Series, days: pd.Series | int) -> pd.Series:
     if isinstance(days, pd.Series):
         if not days.index.equals(s.index):
             raise ValueError("shift_dates: days must share the index of the dates")
-        delta = pd.to_timedelta(pd.to_numeric(days, errors="raise").astype("Float64").astype(float), unit="D")
+        numeric = pd.to_numeric(days, errors="raise").astype(float)
+        if not np.all(np.isnan(numeric) | (numeric == np.round(numeric))):
+            raise ValueError("shift_dates: day offsets must be whole numbers")
+        delta = pd.to_timedelta(numeric, unit="D")
     else:
         if isinstance(days, bool) or not isinstance(days, int | np.integer):
             raise TypeError("shift_dates: days must be an int or a Series of ints")
@@ -364,19 +368,21 @@ _MONTHS = (
 
 def _title_and_upper(alts: Iterable[str]) -> str:
     """Regex alternation of month names as written (Title case) or in capitals, never lower case."""
-    out = []
-    for a in alts:
-        out.append(a)
-        out.append(re.sub(r"[a-z]", lambda m: m.group().upper(), a.replace("(?:", "\0")).replace("\0", "(?:"))
-    return "(?:" + "|".join(out) + ")"
+    return "(?:" + "|".join(form for a in alts for form in (a, a.upper())) + ")"
 
 
 _MON = _title_and_upper(_MONTHS) + r"\.?"
 _ORD = r"(?:st|nd|rd|th)?"
 _TIME = r"(?:[T ]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:\s?[AaPp]\.?[Mm]\.?)?(?:Z|[+-]\d{2}:?\d{2})?)?"
-_STATES_ABBR = sorted(set(_FakerAddress.states_abbr) | set(getattr(_FakerAddress, "territories_abbr", ())))
+_STATES_ABBR = sorted(
+    set(_FakerAddress.states_abbr) | set(getattr(_FakerAddress, "known_usps_abbr", ()))
+    | set(getattr(_FakerAddress, "military_state_abbr", ()))
+)
 _STATES = sorted(_FakerAddress.states, key=len, reverse=True)
 _STATE_RE = "(?:" + "|".join(_STATES_ABBR + [re.escape(s) for s in _STATES]) + ")"
+# state abbreviations that are not also clinical abbreviations (MI, MS, CA, SC, NC, PR, CT, PA, MD ...):
+# "City, ST" without a ZIP counts as an address only with these
+_SAFE_STATE_ABBR = "AK AL AZ FL IL KS KY MN MO MT ND NH NJ NM NV NY OH SD TN TX UT VT WA WI WV WY".split()
 _STREET_SUFFIXES = sorted(
     set(_FakerAddress.street_suffixes)
     | {"St", "Ave", "Av", "Rd", "Blvd", "Dr", "Ln", "Ct", "Pl", "Hwy", "Pkwy", "Cir", "Ter", "Trl", "Sq", "Pk"},
@@ -395,7 +401,7 @@ PHI_PATTERNS: dict[str, re.Pattern[str]] = {
     "phone": re.compile(
         r"(?<![\w+])(?:(?:\+?1|001)[\s.-]?)?(?:\(\d{3}\)\s?|\d{3}[\s.-])\d{3}[\s.-]\d{4}"
         r"(?:\s?(?:x|ext\.?|extension)\s?\d{1,5})?(?!\d)"
-        r"|(?<![\w.+-])(?:\+?1)?\d{10}(?:\s?x\d{1,5})?(?![\d.])"
+        r"|(?<![\w.+-])(?:\+?1)?\d{10}(?:\s?x\d{1,5})?(?!\d|\.\d)"
         r"|(?<![\w.-])\d{3}-\d{4}(?![\w-])"
     ),
     "email": re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"),
@@ -405,11 +411,11 @@ PHI_PATTERNS: dict[str, re.Pattern[str]] = {
         r"(?:/[^\s<>\"'\[\]]*[^\s<>\"'\[\].,;:!?)])?)"
     ),
     "ip": re.compile(
-        r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\d.])"
+        r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?!\d|\.\d)"
         r"|(?i:(?<![\w:])(?:[0-9a-f]{1,4}:){7}[0-9a-f]{1,4}(?![\w:]))"
     ),
     "mrn": re.compile(
-        r"(?i:\b(?:MRN|MR\s?\#|med(?:ical)?\s+rec(?:ord)?s?(?:\s*(?:number|num|no\.?|\#))?"
+        r"(?i:\b(?:MRN|MR\s?\#|med(?:ical)?\s+rec(?:ord)?\s*(?:number|num|no\.?|\#)"
         r"|chart\s*(?:number|no\.?|\#)|(?:patient|pt)\s*(?:id|\#))\s*(?:number|no\.?|\#)?\s*[:=#]?\s*)"
         r"(?P<phi>[A-Z]{0,3}-?\d{4,12}[A-Z]?)\b"
     ),
@@ -424,34 +430,39 @@ PHI_PATTERNS: dict[str, re.Pattern[str]] = {
         rf"|{_MON},?\s+\d{{4}}"
         r"|(?:0?[1-9]|1[0-2])/(?:19|20)\d{2}"
         r")(?![\w/])"
+        # month/day without a year only after a date word: "seen 3/1", not "Mini-Cog 3/5"
+        r"|(?i:\b(?:on|since|from|until|till|by|dated|DOS|seen|admitted|discharged|visit)\s+)"
+        r"(?P<phi>(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01]))(?![\d/])"
     ),
     "zip": re.compile(
         rf"(?:\b{_STATE_RE},?\s+|(?i:\bzip(?:\s*code)?\s*[:#]?\s*))(?P<phi>\d{{5}}(?:-\d{{4}})?)(?![\d-])"
         r"|(?<![\d-])\d{5}-\d{4}(?![\d-])"
     ),
     "address": re.compile(
-        r"(?<![\w-])\d{1,6}[A-Z]?\s+(?:(?:[NSEW]|NE|NW|SE|SW|North|South|East|West)\.?\s+)?"
-        r"(?:[A-Z][A-Za-z'-]*\.?\s+){1,3}?"
+        r"(?<![\w.,-])\d{1,6}[A-Z]?\s+(?:(?:[NSEW]|NE|NW|SE|SW|North|South|East|West)\.?\s+)?"
+        r"(?:[A-Z][A-Za-z'-]+\.?\s+){1,3}?"
         "(?:" + "|".join(_STREET_SUFFIXES) + r")\b\.?"
         rf"(?:,?\s+{_UNIT}\.?\s*\#?\s*[A-Za-z0-9-]*\d[A-Za-z0-9-]*)?"
         rf"|\b(?:Apt|Apartment|Suite|Ste|Unit)\.?\s*\#?\s*\d+[A-Za-z]?\b"
         r"|\bP\.?\s?O\.?\s+Box\s+\d+"
         r"|\b(?:PSC|Unit)\s+\d{4},?\s+Box\s+\d{4}|\b(?:APO|FPO|DPO)\s+(?:AA|AE|AP)\s+\d{5}"
         r"|\bUS[NS]S\s+[A-Z][a-z]+"
-        rf"|(?:\b[A-Z][a-z]+\s){{0,2}}\b[A-Z][a-z]+,\s+(?:{'|'.join(_STATES_ABBR)})\b"
+        rf"|(?:\b[A-Z][a-z]+\s){{0,2}}\b[A-Z][a-z]+,\s+(?:(?:{'|'.join(_STATES_ABBR)})\s+\d{{5}}(?:-\d{{4}})?"
+        rf"|(?:{'|'.join(_SAFE_STATE_ABBR + [re.escape(s) for s in _STATES])})\b)"
     ),
     "id": re.compile(
         r"(?<![\w-])[A-Z]{1,3}\d{5,10}[A-Z]?(?![\w-])"
-        r"|\(01\)\d{14}(?:\(\d{2,4}\)[^\s(]+)*"
+        r"|\(01\)\d{14}(?:\(\d{2,4}\)[^\s(]*[^\s(.,;:])*"
         r"|(?i:\b(?:account|acct|member|policy|beneficiary|plan|certificate|serial|device|badge|employee"
         r"|licen[cs]e|passport|DL|driver'?s?\s+licen[cs]e|insurance)\s*(?:id|no\.?|number|num|\#)\s*[:#]?\s*"
         r"|\b(?:passport|licen[cs]e|serial|VIN|SN|S/N)\s*[:#]\s*)"
         r"(?P<phi>(?=[A-Za-z0-9-]*\d)[A-Za-z0-9][A-Za-z0-9-]{3,19})"
-        r"|(?<![\d.,])\d{7,}(?![\d.,]|\s*(?:units?|iu|u\b|copies|cells|/))"
+        r"|(?<![\d.,])\d{7,}(?!\d|[.,]\d|(?i:\s*(?:units?|iu|u\b|copies|cells|/)))"
     ),
     "age_over_89": re.compile(
-        r"(?i:\b(?P<phi>9\d|1[01]\d)(?=\s*-?\s*(?:years?|yrs?|y/o|yo|y\.o\.)\b|\s*-?\s*y/o))"
-        r"|(?i:\b(?:age|aged)\s*[:=]?\s*)(?P<phi2>9\d|1[01]\d)\b"
+        r"(?i:\b(?P<phi>9\d|1[01]\d)(?=\s*-?\s*(?:years?\b|yrs?\b|y/o\b|yo\b|y\.o\.)))"
+        r"|(?i:\b(?:age|aged)>?\s*[:=]?\s*)(?P<phi2>9\d|1[01]\d)\b"
+        r"(?!(?i:\s*(?:days?|d|weeks?|wks?|months?|mos?|hours?|h|hrs?)\b))"
     ),
 }
 
@@ -495,7 +506,7 @@ Parks Payne Peck Penny Pierce Pope Porter Potter Potts Powers Pratt Price Prince
 Robin Roman Rose Rush Sandy Savage Savannah Schwartz Sharp Shields Short Sierra Small Snow Sparks Spears Stark
 Steele Stokes Stone Stout Strong Summer Summers Swan Sydney Tanner Todd Turner Valentine Virginia Wade Wagner
 Walker Wall Walls Ward Ware Washington Waters Watts Weber Weeks Weiss Wells West White Will Wilson Wise Wolf
-Wolfe Wood Woods York Young
+Wolfe Wood Woods York Young Barrett Hess Bowen Ray Reed Rice Berry Winters
 """.split())
 
 _NAMES_ALL = frozenset(
@@ -505,21 +516,30 @@ _NAMES_ALL = frozenset(
     ) if " " not in n and len(n) >= 2
 )
 _NAMES_STRONG = _NAMES_ALL - _AMBIGUOUS_NAMES
-_NAMES_WEAK = _NAMES_ALL & _AMBIGUOUS_NAMES | (_AMBIGUOUS_NAMES & {"Will", "Hope"})
+_NAMES_WEAK = _AMBIGUOUS_NAMES
 
 _TITLES = frozenset("mr mrs ms miss mx dr doctor prof professor rev".split())
 _RELATIONS = frozenset("""
 wife husband spouse partner son daughter mother father mom mum dad brother sister sibling aunt uncle niece
 nephew cousin grandson granddaughter grandmother grandfather grandma grandpa stepson stepdaughter stepmother
 stepfather friend neighbor neighbour caregiver guardian fiance fiancee fiancé fiancée boyfriend girlfriend
-roommate child named called
+roommate child
 """.split())
-# capitalized words that are never names after a relation word ("Mother: Diabetes" is not a name)
+_CONTACT_VERBS = frozenset("named called phoned contacted texted emailed paged".split())
+_CONTACT_NOUNS = frozenset("left spoke talked message msg".split())
+_CUE_WORDS = _TITLES | _RELATIONS | _CONTACT_VERBS
+# capitalized words never taken for a name after a title ("Dr. The ..." does not happen, "Dr. May" does)
+_NOT_AFTER_TITLE = frozenset("The A An And Or Of In On At To For With Patient Pt".split())
+# ... nor after a relation word ("Mother: Diabetes", "son Tuesday"): function words, months, days,
+# family-history vocabulary, and Faker's en_US list of ~1000 common English words
 _NOT_NAMES = frozenset("""
 The A An And Or Of In On At To For With Without No Not None Yes Patient Pt History Family Deceased Alive
-Healthy Unknown Diabetes Cancer Hypertension Stroke Dementia January February March April May June July
-August September October November December Monday Tuesday Wednesday Thursday Friday Saturday Sunday
-""".split())
+Healthy Unknown Diabetes Cancer Hypertension Stroke Dementia Asthma Arthritis Depression Anxiety Breast Lung
+Colon Prostate Ovarian Pancreatic Skin Heart Kidney Liver Thyroid Disease Attack Failure Died Passed Age Aged
+Adopted Estranged Lives Living Present Absent Negative Positive Noncontributory Denies Reports States Type
+January February March April May June July August September October November December Monday Tuesday
+Wednesday Thursday Friday Saturday Sunday
+""".split()) | frozenset(w.capitalize() for w in _FakerLorem.word_list)
 
 # word tokens (letters/digits, internal apostrophes) — the unit of name matching
 _TOKEN_RE = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
@@ -564,9 +584,12 @@ def _strip_possessive(tok: str) -> str:
     return tok
 
 
+_PHONE_EXT_RE = re.compile(r"(?i)\s*(?:x|ext\.?|extension)\s*\d{1,5}$")
+
+
 def _classify_identifier(ident: str) -> str:
     """Shape of a known identifier: the tag it is replaced by."""
-    s = ident.strip()
+    s = _PHONE_EXT_RE.sub("", ident.strip())
     n_digits = sum(c.isdigit() for c in s)
     n_alpha = sum(c.isalpha() for c in s)
     if "@" in s:
@@ -639,13 +662,11 @@ def _prepare_known(identifiers: Iterable[object] | str | None) -> _Known:
                 for form in (t, _TRAILING_DIGITS_RE.sub("", t)):
                     if len(form) >= 2 and not form.isdigit():
                         names.add(form)
-        only_digits = re.sub(r"\D", "", ident)
+        only_digits = re.sub(r"\D", "", _PHONE_EXT_RE.sub("", ident) if tag == "[PHONE]" else ident)
         if tag in ("[SSN]", "[PHONE]", "[MRN]", "[ID]", "[DATE]") and len(only_digits) >= 5:
             digits.setdefault(only_digits, tag)
             if tag == "[PHONE]" and len(only_digits) == 11 and only_digits.startswith("1"):
                 digits.setdefault(only_digits[1:], tag)
-            if tag == "[PHONE]" and len(only_digits) == 10:
-                digits.setdefault(only_digits, tag)
         if tag == "[DATE]":
             for v in _date_variants(ident):
                 if v.isdigit():
@@ -663,9 +684,51 @@ def _prepare_known(identifiers: Iterable[object] | str | None) -> _Known:
 _ADJ_GAP_RE = re.compile(r"^(?:[ \t]{1,3}|-|,[ \t]{1,2})$")
 
 
+_TLDS = (".com", ".org", ".net", ".edu", ".gov", ".info", ".biz", ".io")
+_HINT_PHONE = re.compile(r"\d{3}[\s.)-]{0,2}\d{3}[\s.-]?\d{4}|\d{3}-\d{4}")
+_HINT_5DIGITS = re.compile(r"\d{5}")
+_HINT_SSN = re.compile(r"\d-\d\d-\d")
+_HINT_IP = re.compile(r"\d\.\d{1,3}\.\d{1,3}\.\d")
+_HINT_STREET = re.compile(r"\d\s+[A-Z]|,\s+[A-Z]")
+_MRN_WORDS = ("mrn", "mr#", "mr #", "record", "chart", "patient id", "pt id", "patient #", "pt #")
+_ADDRESS_WORDS = ("Apt", "Apartment", "Suite", "Ste", "Unit", "Box", "PO", "USNS", "USS")
+_ID_WORDS = ("licen", "passport", "serial", "vin", "s/n", "sn", "account", "acct", "member", "policy",
+             "beneficiary", "plan", "certificate", "device", "badge", "employee", "dl", "insurance", "(01)")
+_AGE_WORDS = ("year", "yr", "y/o", "yo", "y.o.", "age")
+
+
+def _worth_scanning(name: str, text: str, low: str) -> bool:
+    """Cheap necessary conditions for each pattern (literal checks / digit-first regexes): most notes
+    skip most patterns, which keeps scrubbing linear and fast."""
+    if name == "email":
+        return "@" in text
+    if name == "url":
+        return "://" in low or "www." in low or any(t in low for t in _TLDS)
+    if name == "ip":
+        return _HINT_IP.search(text) is not None or text.count(":") >= 7
+    if name == "ssn":
+        return _HINT_SSN.search(text) is not None or "ss" in low or "social" in low
+    if name == "phone":
+        return _HINT_PHONE.search(text) is not None
+    if name == "mrn":
+        return any(w in low for w in _MRN_WORDS)
+    if name == "zip":
+        return _HINT_5DIGITS.search(text) is not None
+    if name == "address":
+        return _HINT_STREET.search(text) is not None or any(w in text for w in _ADDRESS_WORDS)
+    if name == "id":
+        return _HINT_5DIGITS.search(text) is not None or any(w in low for w in _ID_WORDS)
+    if name == "age_over_89":
+        return any(w in low for w in _AGE_WORDS)
+    return True
+
+
 def _pattern_spans(text: str) -> list[PhiSpan]:
     spans: list[PhiSpan] = []
+    low = text.lower()
     for name, pat in PHI_PATTERNS.items():
+        if not _worth_scanning(name, text, low):
+            continue
         tag = _PATTERN_TAG[name]
         for m in pat.finditer(text):
             gd = m.groupdict()
@@ -735,34 +798,53 @@ def _name_and_phrase_spans(text: str, known: _Known) -> list[PhiSpan]:
             return True
         return len(toks[i][2]) == 1 and gap in (". ", ".")
 
-    # title / relation context
-    for i, (s, e, tok) in enumerate(toks):
+    # context: titles, relation words and contact verbs before a name, "(daughter)" after one
+    def maybe_name(j: int) -> bool:
+        return capital[j] and (state[j] > 0 or toks[j][2] not in _NOT_NAMES)
+
+    for i, (_s, _e, tok) in enumerate(toks):
         low = tok.lower()
         if low in _TITLES:
+            # Dr. Xyz / Mrs. Ann B. Xyz: up to 3 capitalized tokens, any spelling
             j = i + 1
-            while j < n and j <= i + 3 and capital[j] and toks[j][2] not in _NOT_NAMES:
-                gap = text[ends[j - 1]:toks[j][0]]
-                if not (_short_gap(gap) and (gap.strip() in ("", ".", ",") )):
+            while j < n and j <= i + 3 and capital[j] and toks[j][2] not in _NOT_AFTER_TITLE:
+                gap = text[ends[j - 1]:toks[j][0]].strip(" \t")
+                first = j == i + 1
+                if not (gap == "" or (gap == "." and (first or len(toks[j - 1][2]) == 1))):
                     break
                 state[j] = 2
                 j += 1
-        elif low in _RELATIONS:
+            continue
+        cue = low in _RELATIONS or low in _CONTACT_VERBS or (
+            low in ("for", "with", "to") and i > 0 and toks[i - 1][2].lower() in _CONTACT_NOUNS
+        )
+        if cue:
+            # daughter Ann / wife, Hans-Bernd Xyz / message left for Xyz: capitalized non-common words
             j = i + 1
-            while j < n and j <= i + 3:
+            while j < n and j <= i + 4:
                 gap = text[ends[j - 1]:toks[j][0]]
-                if not (_short_gap(gap) and gap.strip() in ("", ",", ":", "-")):
+                if j == i + 1 or toks[j - 1][2].lower() == "is":
+                    ok = _short_gap(gap) and gap.strip() in ("", ",", ":")  # not "-": "Child-Pugh"
+                else:
+                    ok = adjacent(j - 1, j)
+                if not ok:
                     break
-                t = toks[j][2]
-                if t.lower() in ("is", "named", "called"):
+                if toks[j][2].lower() == "is" and j == i + 1:
                     j += 1
                     continue
-                if not capital[j] or t in _NOT_NAMES:
+                if not maybe_name(j):
                     break
-                if state[j] == 1 or (state[j] == 0 and j + 1 < n and state[j + 1] >= 1 and adjacent(j, j + 1)):
-                    state[j] = 2
-                elif state[j] == 0:
-                    break
+                state[j] = 2
                 j += 1
+        if low in _RELATIONS and i > 0 and "(" in text[ends[i - 1]:toks[i][0]] and _short_gap(
+            text[ends[i - 1]:toks[i][0]]
+        ):
+            # Xyz Abc (daughter)
+            k = i - 1
+            while (k >= 0 and k >= i - 3 and maybe_name(k) and (k == i - 1 or adjacent(k, k + 1))
+                   and toks[k][2].lower() not in _CUE_WORDS):
+                state[k] = 2
+                k -= 1
 
     # ambiguous names and initials next to a name become names (to a fixed point: "Will May Smith")
     changed = True
@@ -788,17 +870,28 @@ def _name_and_phrase_spans(text: str, known: _Known) -> list[PhiSpan]:
 
     if known.phrases:
         lows = [_strip_possessive(t[2]).casefold() for t in toks]
-        first: dict[str, list[tuple[tuple[str, ...], str, bool]]] = {}
-        for ph in known.phrases:
-            first.setdefault(ph[0][0], []).append(ph)
-        for i, low in enumerate(lows):
-            for words, tag, prefix_ok in first.get(low, ()):
-                k = 1
-                while (k < len(words) and i + k < n and lows[i + k] == words[k]
-                       and _short_gap(text[ends[i + k - 1]:toks[i + k][0]])):
-                    k += 1
-                if k == len(words) or (prefix_ok and k >= 2):
-                    spans.append(PhiSpan(toks[i][0], ends[i + k - 1], tag))
+        spans += _phrase_spans(text, toks, lows, ends, known)
+    return spans
+
+
+def _phrase_spans(
+    text: str, toks: list[tuple[int, int, str]], lows: list[str], ends: list[int], known: _Known
+) -> list[PhiSpan]:
+    """Known identifiers as token sequences ("568 Hills Branch Unit 86", "a.b@x.org"), any separators
+    of at most 3 characters between tokens; addresses also match by a prefix of >= 2 tokens."""
+    spans: list[PhiSpan] = []
+    first: dict[str, list[tuple[tuple[str, ...], str, bool]]] = {}
+    for ph in known.phrases:
+        first.setdefault(ph[0][0], []).append(ph)
+    n = len(toks)
+    for i, low in enumerate(lows):
+        for words, tag, prefix_ok in first.get(low, ()):
+            k = 1
+            while (k < len(words) and i + k < n and lows[i + k] == words[k]
+                   and _short_gap(text[ends[i + k - 1]:toks[i + k][0]])):
+                k += 1
+            if k == len(words) or (prefix_ok and k >= 2):
+                spans.append(PhiSpan(toks[i][0], ends[i + k - 1], tag))
     return spans
 
 
@@ -849,13 +942,9 @@ def _replace(text: str, spans: list[PhiSpan]) -> str:
 
 
 def _scrub(text: str, known: _Known) -> str:
-    # repeat to a fixed point (usually one extra cheap pass): the result is idempotent by construction
-    for _ in range(5):
-        spans = _spans(text, known)
-        if not spans:
-            return text
-        text = _replace(text, spans)
-    return text
+    # one pass; idempotence (tags are protected, spans are unions) is checked by the property tests
+    spans = _spans(text, known)
+    return _replace(text, spans) if spans else text
 
 
 def scrub_text(text: str | None, known_identifiers: Iterable[str] = ()) -> str | None:
@@ -913,21 +1002,27 @@ def scrub_series(texts: pd.Series, known: pd.Series | None = None) -> pd.Series:
 
 _ID_KEYS = frozenset("""
 patient patient_name patientname name pt full_name fullname mrn medical_record_number record_number
-dob date_of_birth birthdate birth_date born ssn phone telephone tel address email id patient_id record
+dob date_of_birth birthdate birth_date born ssn social_security_number phone phone_number telephone tel
+address email patient_id
 """.split())
-_KEY_RE = re.compile(r"<?([A-Za-z][A-Za-z _./-]{0,30}?)>?\s*[:=]")
+# last word before a colon, for keys after the first one ("... date of birth: ..." -> "birth")
+_ID_KEY_WORDS = _ID_KEYS | frozenset("birth number id".split())
+_FIRST_KEY_RE = re.compile(r"<?([A-Za-z][A-Za-z _./-]{0,30}?)>?\s*[:=]")
+_ANY_KEY_RE = re.compile(r"<?([A-Za-z][A-Za-z_]*)>?\s*[:=]")
+
+
+def _norm_key(key: str) -> str:
+    return re.sub(r"[\s./-]+", "_", key.strip().lower())
 
 
 def _is_pure_identifier_line(line: str) -> bool:
-    """True if the line is only "key: value" pairs whose keys all name direct identifiers."""
+    """True if the line starts with an identifier key ("patient:", "mrn:", "dob:" ...) and every
+    other "key:" in it is one too (values are identifiers by construction)."""
     stripped = line.strip().lstrip("#").strip()
-    if not stripped:
+    first = _FIRST_KEY_RE.match(stripped)
+    if not first or _norm_key(first.group(1)) not in _ID_KEYS:
         return False
-    keys = list(_KEY_RE.finditer(stripped))
-    if not keys or keys[0].start() != 0:
-        return False
-    names = [re.sub(r"[\s.-]+", "_", k.group(1).strip().lower()) for k in keys]
-    return all(k in _ID_KEYS for k in names)
+    return all(_norm_key(k.group(1)) in _ID_KEY_WORDS for k in _ANY_KEY_RE.finditer(stripped[first.end():]))
 
 
 def deidentify_wfdb_comments(comments: list[str], known_identifiers: Iterable[str] = ()) -> list[str]:
@@ -968,13 +1063,13 @@ def find_identifier_hits(text: str, identifiers: Iterable[str]) -> list[str]:
 def _name_and_phrase_spans_known_only(text: str, known: _Known) -> bool:
     """Whether any known name token or known phrase occurs (no dictionary, no context rules)."""
     toks = [(m.start(), m.end(), m.group()) for m in _TOKEN_RE.finditer(text)]
-    lows = [_strip_possessive(t[2]).casefold() for t in toks]
-    for low in lows:
-        if low in known.names or _TRAILING_DIGITS_RE.sub("", low) in known.names:
-            return True
-    for words, _tag, _prefix in known.phrases:
-        k = len(words)
-        for i in range(len(lows) - k + 1):
-            if lows[i:i + k] == list(words):
+    bases = [_strip_possessive(t[2]) for t in toks]
+    lows = [b.casefold() for b in bases]
+    if known.names:
+        for low in lows:
+            if low in known.names or _TRAILING_DIGITS_RE.sub("", low) in known.names:
                 return True
+    if known.phrases:
+        ends = [t[0] + len(b) for t, b in zip(toks, bases, strict=True)]
+        return bool(_phrase_spans(text, toks, lows, ends, known))
     return False

@@ -40,7 +40,8 @@ ECG_FEATURE_KEYS: tuple[str, ...] = (
 MIN_RUN_S = 4.0  # a finite stretch shorter than this is not analysed
 MIN_FINITE_FRACTION = 0.5  # of a window's samples, in finite stretches ≥ MIN_RUN_S
 FLAT_RANGE_MV = 0.05  # 1st–99th percentile range below this = flat line / lead off
-FLAT_DIFF_FRACTION = 0.5  # this fraction of zero sample-to-sample differences = flat
+FLAT_RUN_S = 1.0  # a stretch of identical samples at least this long is "stuck"
+FLAT_DIFF_FRACTION = 0.5  # this fraction of samples in stuck stretches = flat
 SATURATION_FRACTION = 0.1  # this fraction of samples at the window's min or max = clipped
 MIN_HR_BPM, MAX_HR_BPM = 20.0, 250.0  # plausible mean heart rate of a window
 RR_MIN_S, RR_MAX_S = 60.0 / 250.0, 60.0 / 20.0  # RR intervals outside are not NN intervals
@@ -72,19 +73,24 @@ _CLEAN_METHODS = {"neurokit", "biosppy", "pantompkins1985", "hamilton2002", "elg
 
 def _peaks_finite(x: np.ndarray, fs: float, method: str) -> np.ndarray:
     """Peaks of an all-finite segment (indices into x)."""
+    return _clean_and_peaks(x, fs, method)[1]
+
+
+def _clean_and_peaks(x: np.ndarray, fs: float, method: str) -> tuple[np.ndarray, np.ndarray]:
+    """(cleaned signal, peak indices) of an all-finite segment."""
     if len(x) < int(fs) or np.ptp(x) == 0:
-        return np.zeros(0, dtype=np.int64)
+        return x - (x.mean() if len(x) else 0.0), np.zeros(0, dtype=np.int64)
     clean_method = method if method in _CLEAN_METHODS else "neurokit"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        cleaned = nk.ecg_clean(x, sampling_rate=fs, method=clean_method)
+        cleaned = np.asarray(nk.ecg_clean(x, sampling_rate=fs, method=clean_method), dtype=np.float64)
         try:
             found = nk.ecg_findpeaks(cleaned, sampling_rate=fs, method=method)["ECG_R_Peaks"]
         except (ValueError, IndexError):  # neurokit2 raises on degenerate input (e.g. no QRS at all)
-            return np.zeros(0, dtype=np.int64)
+            return cleaned, np.zeros(0, dtype=np.int64)
     found = np.asarray(found, dtype=np.float64)
     found = found[np.isfinite(found)].astype(np.int64)
-    return np.unique(found[(found >= 0) & (found < len(x))])
+    return cleaned, np.unique(found[(found >= 0) & (found < len(x))])
 
 
 def _finite_runs(x: np.ndarray, min_len: int) -> list[tuple[int, int]]:
@@ -96,6 +102,21 @@ def _finite_runs(x: np.ndarray, min_len: int) -> list[tuple[int, int]]:
     starts = np.flatnonzero(edges == 1)
     stops = np.flatnonzero(edges == -1)
     return [(int(a), int(b)) for a, b in zip(starts, stops) if b - a >= max(min_len, 1)]
+
+
+def constant_run_fraction(x: np.ndarray, min_len: int) -> float:
+    """Fraction of samples lying in runs of ≥ `min_len` identical consecutive values ("stuck" signal).
+
+    Coarsely quantised or oversampled traces repeat values for a few samples; a disconnected lead
+    or a stalled sensor repeats one value for seconds.
+    """
+    x = np.asarray(x)
+    if len(x) == 0:
+        return 0.0
+    change = np.flatnonzero(np.diff(x) != 0) + 1
+    bounds = np.concatenate(([0], change, [len(x)]))
+    lengths = np.diff(bounds)
+    return float(lengths[lengths >= max(min_len, 1)].sum() / len(x))
 
 
 def signal_template_quality(
@@ -158,29 +179,35 @@ def _analyse_window(x: np.ndarray, core: slice, fs: float, method: str) -> _Wind
         return w
     finite = seg[np.isfinite(seg)]
     lo, hi = np.percentile(finite, [1, 99])
-    if hi - lo < FLAT_RANGE_MV or np.mean(np.diff(finite) == 0) >= FLAT_DIFF_FRACTION:
+    if hi - lo < FLAT_RANGE_MV or constant_run_fraction(finite, int(round(FLAT_RUN_S * fs))) >= FLAT_DIFF_FRACTION:
         w.reason = "flat_line"
         return w
     fmin, fmax = finite.min(), finite.max()
     if np.mean(finite == fmin) + np.mean(finite == fmax) >= SATURATION_FRACTION:
         w.reason = "saturated"
         return w
-    peaks = []
-    for a, b in runs:
-        if b <= core.start or a >= core.stop:
+    # Detect on the lead as recorded; if that gives no plausible beats (e.g. a lead whose QRS points
+    # down, which neurokit2's detector misses), try once more on the inverted lead.
+    for polarity in (1.0, -1.0):
+        peaks = []
+        cleaned = np.full(len(x), np.nan)
+        for a, b in runs:
+            if b <= core.start or a >= core.stop:
+                continue
+            cleaned[a:b], p = _clean_and_peaks(polarity * x[a:b], fs, method)
+            p = a + p
+            peaks.append(p[(p >= core.start) & (p < core.stop)])
+        peaks_arr = np.concatenate(peaks) if peaks else np.zeros(0, dtype=np.int64)
+        rate = len(peaks_arr) / (covered / fs) * 60.0
+        if len(peaks_arr) < 3 or not (MIN_HR_BPM <= rate <= MAX_HR_BPM):
+            w.reason = "implausible_beats"
             continue
-        p = a + _peaks_finite(x[a:b], fs, method)
-        peaks.append(p[(p >= core.start) & (p < core.stop)])
-    peaks_arr = np.concatenate(peaks) if peaks else np.zeros(0, dtype=np.int64)
-    rate = len(peaks_arr) / (covered / fs) * 60.0
-    if len(peaks_arr) < 3 or not (MIN_HR_BPM <= rate <= MAX_HR_BPM):
-        w.reason = "implausible_beats"
-        return w
-    w.sqi = signal_template_quality(x, peaks_arr, fs)
-    if not (w.sqi >= SQI_EXCLUDE):
-        w.reason = "low_sqi"
-        return w
-    w.usable, w.peaks = True, peaks_arr
+        w.sqi = signal_template_quality(cleaned, peaks_arr, fs)
+        if not (w.sqi >= SQI_EXCLUDE):
+            w.reason = "low_sqi"
+            continue
+        w.usable, w.peaks, w.reason = True, peaks_arr, ""
+        break
     return w
 
 
@@ -220,9 +247,10 @@ def ecg_features(
     `signals`: {lead name: samples} (first lead = primary, e.g. MLII; second = fallback, e.g. V5),
     an (n, leads) array or a 1-D array. The record is split into equal windows of at most
     `window_s` s. Per window the primary lead is checked; if it is unusable the second lead is tried.
+    A lead whose detection fails is retried inverted (downward QRS) before the fallback lead.
     A window is unusable ("missing_samples") when < 50 % of it is in finite stretches ≥ 4 s,
-    ("flat_line") when its 1st–99th percentile range is < 0.05 mV or ≥ 50 % of successive samples
-    are equal, ("saturated") when ≥ 10 % of samples sit at its min or max, ("implausible_beats")
+    ("flat_line") when its 1st–99th percentile range is < 0.05 mV or ≥ 50 % of its samples sit in
+    runs of one repeated value lasting ≥ 1 s, ("saturated") when ≥ 10 % of samples sit at its min or max, ("implausible_beats")
     when < 3 beats or a mean rate outside 20–250 bpm, ("low_sqi") when its SQI < 0.5.
 
     Returns (units in the names): n_beats; hr_mean_bpm = 60000 / mean NN; hrv_mean_nn_ms,

@@ -30,6 +30,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import QuantileTransformer, StandardScaler
+from threadpoolctl import threadpool_limits
 
 ARMS: tuple[str, ...] = ("standard_care", "pulmonary_rehab", "colchicine", "antiviral")
 REFERENCE_ARM = "standard_care"
@@ -59,6 +60,14 @@ DEFAULT_OUTCOME_PARAMS: dict[str, Any] = {
     "early_stopping": False,
 }
 DEFAULT_PROPENSITY_C = 1.0
+#: Below this many rows the gradient-boosting fits/predictions run on one OpenMP thread: on small data the
+#: thread barriers cost more than they save, and on a busy 2-core machine they cost 10-50x (measured).
+PARALLEL_MIN_ROWS = 20_000
+
+
+def omp_limit(n_rows: int) -> threadpool_limits:
+    """Context manager: one OpenMP thread for fewer than ``PARALLEL_MIN_ROWS`` rows, library default above."""
+    return threadpool_limits(limits=1 if n_rows < PARALLEL_MIN_ROWS else None, user_api="openmp")
 
 
 class OutcomeModel(Protocol):
@@ -137,8 +146,9 @@ class EffectModel:
         """Predicted outcome per arm, shape (n, n_arms), metres; columns in ``self.arms`` order."""
         Xm = feature_matrix(X, self.feature_cols)
         out = np.empty((Xm.shape[0], len(self.arms)), dtype=np.float64)
-        for k, m in enumerate(self.outcome_models):
-            out[:, k] = m.predict(Xm)
+        with omp_limit(Xm.shape[0]):
+            for k, m in enumerate(self.outcome_models):
+                out[:, k] = m.predict(Xm)
         return out
 
     def predict_effects(self, X: pd.DataFrame) -> np.ndarray:
@@ -199,7 +209,8 @@ def _fit_arrays(
     outcome_models = []
     for k in range(n_arms):
         m = _make_outcome_model(seed + k, outcome_params)
-        m.fit(Xm[t == k], y[t == k])
+        with omp_limit(int((t == k).sum())):
+            m.fit(Xm[t == k], y[t == k])
         outcome_models.append(m)
     prop = _make_propensity_model(propensity_c, len(y))
     prop.fit(Xm, t)
@@ -343,8 +354,9 @@ def fit_t_learner(
     folds = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     for f, (tr, te) in enumerate(folds.split(Xm, t)):
         om, pm = _fit_arrays(Xm[tr], t[tr], y[tr], n_arms, seed + 100 * (f + 1), outcome_params, propensity_c)
-        for k in range(n_arms):
-            mu[te, k] = om[k].predict(Xm[te])
+        with omp_limit(len(te)):
+            for k in range(n_arms):
+                mu[te, k] = om[k].predict(Xm[te])
         e[te] = _propensity_proba(pm, Xm[te], n_arms)
 
     diag: dict[str, float] = {**{k: float(v) for k, v in counts.items()}, "n_train": float(n)}

@@ -13,8 +13,10 @@ per-arm predicted outcome matrix (metres) as a DataFrame with one column per arm
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import math
+import os
 import pickle
 import tempfile
 import warnings
@@ -171,23 +173,47 @@ def _signature(model: EffectModel) -> ModelSignature:
 
 
 @contextlib.contextmanager
-def _quiet_mlflow(tracking_uri: str) -> Iterator[None]:
-    """Point the fluent API at ``tracking_uri`` (tracking + registry) and quieten MLflow/alembic logs."""
-    prev_tracking, prev_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+def use_tracking_uri(tracking_uri: str) -> Iterator[None]:
+    """Point the fluent API (tracking + registry) at ``tracking_uri`` and restore the caller's setup after.
+
+    Also quietens MLflow/alembic logging, MLflow warnings, registry messages and artifact progress bars,
+    and turns off uv-project auto-detection, for the duration.
+    """
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    env_keys = (
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_REGISTRY_URI",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR",
+        "MLFLOW_UV_AUTO_DETECT",
+    )
+    prev_env = {k: os.environ.get(k) for k in env_keys}
+    prev_tracking = getattr(tracking_utils, "_tracking_uri", None)
+    prev_registry = getattr(registry_utils, "_registry_uri", None)
     loggers = [logging.getLogger(n) for n in ("mlflow", "alembic")]
     levels = [lg.level for lg in loggers]
     try:
         for lg in loggers:
             lg.setLevel(logging.ERROR)
+        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+        # Requirements are pinned explicitly below; do not copy whichever uv project the cwd is in.
+        os.environ["MLFLOW_UV_AUTO_DETECT"] = "false"
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            # MLflow prints registry progress ("Successfully registered model ...") to stderr.
             warnings.filterwarnings("ignore", module=r"mlflow(\..*)?")
             warnings.filterwarnings("ignore", category=FutureWarning)
             yield
     finally:
         mlflow.set_tracking_uri(prev_tracking)
         mlflow.set_registry_uri(prev_registry)
+        for k, v in prev_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
         for lg, lvl in zip(loggers, levels):
             lg.setLevel(lvl)
 
@@ -241,7 +267,7 @@ def log_effect_model_run(
     example = median_input_example(input_example, model.feature_cols)
     logged_cols = list(model.feature_cols) + [model.treatment_col, model.outcome_col]
 
-    with _quiet_mlflow(tracking_uri), tempfile.TemporaryDirectory(prefix="effect_model_") as tmp:
+    with use_tracking_uri(tracking_uri), tempfile.TemporaryDirectory(prefix="effect_model_") as tmp:
         client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         experiment_id = _experiment_id(client, experiment, artifact_location)
         model_path = Path(tmp) / "effect_model.pkl"

@@ -62,16 +62,16 @@ def _scaled(rec: WaveformRecord, channel: str, table: dict[str, float]) -> np.nd
 
 
 def ecg_leads(rec: WaveformRecord) -> dict[str, np.ndarray]:
-    """ECG leads in mV, primary first: MLII, V5, then other known lead names, then any other
-    channel in a voltage unit (mV, uV, V), in record order."""
+    """ECG leads in mV, primary first: MLII, V5, then other known lead names (ECG_LEAD_PREFERENCE);
+    when no channel has a known lead name, every channel in a voltage unit (mV, uV, V), in record
+    order (a respiration channel in mV is not taken when real leads exist)."""
     chosen: list[str] = []
     for want in ECG_LEAD_PREFERENCE:
         name = _find(rec, (want,))
         if name and name not in chosen:
             chosen.append(name)
-    for name in rec.sig_names:
-        if name not in chosen and rec.units_of(name).strip().lower() in _TO_MV:
-            chosen.append(name)
+    if not chosen:  # no known lead name: any channel in a voltage unit
+        chosen = [n for n in rec.sig_names if rec.units_of(n).strip().lower() in _TO_MV]
     return {name: _scaled(rec, name, _TO_MV) for name in chosen}
 
 

@@ -16,7 +16,7 @@ import neurokit2 as nk
 import numpy as np
 import pandas as pd
 
-from twin_pipeline.lib.ecg import _finite_runs, signal_template_quality
+from twin_pipeline.lib.ecg import _finite_runs, constant_run_fraction, signal_template_quality
 
 PPG_FEATURE_KEYS: tuple[str, ...] = ("pulse_rate_bpm", "prv_sdnn_ms", "ppg_quality", "quality_flag", "quality_reason")
 ACTIVITY_FEATURE_KEYS: tuple[str, ...] = (
@@ -80,7 +80,7 @@ def ppg_minutes(ppg: np.ndarray, sampling_rate: float) -> pd.DataFrame:
     sqi (template correlation), ibi_ms (array of the minute's accepted IBIs, in ms).
     An IBI is accepted when both peaks lie in one finite stretch ≥ 8 s, it is 0.3–2 s long and
     within 30 % of the minute's median IBI. A minute is usable with ≥ 20 s of such stretches,
-    a non-flat trace, ≥ 5 accepted IBIs and SQI ≥ 0.5.
+    a non-flat trace (< 50 % of samples in ≥ 1 s runs of one value), ≥ 5 accepted IBIs and SQI ≥ 0.5.
     """
     x = np.asarray(ppg, dtype=np.float64)
     fs = float(sampling_rate)
@@ -97,7 +97,7 @@ def ppg_minutes(ppg: np.ndarray, sampling_rate: float) -> pd.DataFrame:
         finite = core[np.isfinite(core)]
         if covered < MIN_MINUTE_S * fs:
             row["reason"] = "missing_samples"
-        elif np.ptp(finite) == 0 or np.mean(np.diff(finite) == 0) >= 0.5:
+        elif np.ptp(finite) == 0 or constant_run_fraction(finite, int(round(1.0 * fs))) >= 0.5:
             row["reason"] = "flat_line"
         else:
             peaks_all, ibis = [], []

@@ -41,6 +41,7 @@ class SiteConfig:
     local_lab_codes: dict[str, str] = field(default_factory=dict)
     unit_aliases: dict[str, dict[str, str]] = field(default_factory=dict)
     devices: list[str] = field(default_factory=list)
+    sampling_rates_hz: dict[str, float] = field(default_factory=dict)
 
     def unit_alias(self, loinc: str, unit: str) -> str:
         """Site spelling → UCUM, looked up for the LOINC code first, then for all codes ('*')."""

@@ -241,7 +241,8 @@ def landing_rows_build(cohort: pd.DataFrame, idents: pd.DataFrame, profile: Site
             stop = start + (dt.timedelta(days=int(rng.integers(4, 15))) if p.hospitalized
                             else dt.timedelta(minutes=int(rng.integers(30, 240))))
             covid_enc = ehr.encounter(pid, payer, start, kind, reason="840539006", stop=stop)
-            ehr.condition(covid_enc, "840539006", stop=p.covid_date + dt.timedelta(days=int(rng.integers(10, 29))))
+            resolved = p.covid_date + dt.timedelta(days=int(rng.integers(10, 29)))
+            ehr.condition(covid_enc, "840539006", stop=resolved)
             vitals(covid_enc, acute=True, height=intake is None)
             if p.ventilated:
                 ehr.procedure(covid_enc, "40617009", reason="840539006")
@@ -350,7 +351,8 @@ def landing_rows_build(cohort: pd.DataFrame, idents: pd.DataFrame, profile: Site
             vitals(ehr.encounter(pid, payer, _at(mid, rng), ENC_FOLLOWUP, reason="1119303003"))
         fu = ehr.encounter(pid, payer, _at(p.followup_date, rng), ENC_FOLLOWUP, reason="1119303003")
         vitals(fu)
-        crp_fu = p.crp_baseline_mg_l * np.exp(rng.normal(-0.1, 0.3)) * (0.6 if p.therapy_arm == "colchicine" else 1.0)
+        crp_fu = (p.crp_baseline_mg_l * np.exp(rng.normal(-0.1, 0.3))
+                  * (0.6 if p.therapy_arm == "colchicine" else 1.0))
         ehr.observation(fu, "1988-5", max(crp_fu, 0.2))
         y_obs = getattr(p, f"y_{p.therapy_arm}")
         ehr.observation(fu, "64098-7", y_obs)

@@ -104,7 +104,8 @@ def _waveform_signal(plan: dict, rng: np.random.Generator) -> np.ndarray:
     dur = float(plan["duration_s"])
     kind = plan["device_kind"]
     if kind == "ecg_monitor":
-        sig = ecg_synthesize(dur, fs, plan["true_hr_bpm"], rng)
+        sig, true_rate = ecg_synthesize(dur, fs, plan["true_hr_bpm"], rng)
+        plan["true_hr_bpm"] = round(true_rate, 3)
         if "invalid_start_s" in plan:
             a = int(plan["invalid_start_s"] * fs)
             sig[a:a + int(plan["invalid_duration_s"] * fs), :] = np.nan

@@ -19,9 +19,6 @@ import yaml
 
 import twin_pipeline
 
-DELIVERY_ANCHOR_YEAR = 2026
-DELIVERY_ANCHOR_MONTH = 10
-
 DEVICE_KINDS = ("ecg_monitor", "ventilator", "wearable")
 
 

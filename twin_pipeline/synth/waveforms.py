@@ -1,7 +1,7 @@
 """Synthetic device waveforms (ECG monitor, ventilator, wearable) written as WFDB records.
 
-Signals are simple physiological models with known ground truth: ECG from
-``nk.ecg_simulate(method="simple")`` at a true heart rate; ventilator airway pressure (cmH2O) and
+Signals are simple physiological models with known ground truth: ECG from Gaussian PQRST beats
+(ECGSYN morphology in the time domain) at a true mean heart rate; ventilator airway pressure (cmH2O) and
 flow (L/min, positive = inspiration) from a single-compartment lung (resistance, compliance) under
 volume or pressure control; wearable PPG from ``nk.ppg_simulate`` plus an accelerometer magnitude
 (g) with walking bouts that raise the heart rate. Records are written with ``wfdb.wrsamp``
@@ -28,25 +28,57 @@ def _seed(rng: np.random.Generator) -> int:
     return int(rng.integers(0, 2**31 - 1))
 
 
-def ecg_synthesize(duration: float, sampling_rate: int, heart_rate: float,
-                   rng: np.random.Generator) -> np.ndarray:
-    """Two-lead ECG (columns MLII, V5) in mV, shape (duration*sampling_rate, 2).
+# PQRST waves of one beat: (offset from R in s at RR = 1 s, width s, MLII mV, V5 mV).
+# P and T offsets scale with sqrt(RR) (Bazett-like) so fast rhythms do not overlap.
+_ECG_WAVES = (
+    (-0.20, 0.025, 0.12, 0.08),   # P
+    (-0.03, 0.010, -0.12, -0.05),  # Q
+    (0.00, 0.012, 1.00, 0.80),    # R
+    (0.035, 0.012, -0.25, -0.12),  # S
+    (0.28, 0.050, 0.30, 0.24),    # T
+)
 
-    Regular sinus rhythm at ``heart_rate`` (beats/min) from NeuroKit2's fast "simple" model,
-    R amplitude ~1.1 mV on MLII and ~0.8 mV on V5, baseline wander and independent noise per lead.
+
+def ecg_synthesize(duration: float, sampling_rate: int, heart_rate: float,
+                   rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """Two-lead sinus-rhythm ECG (columns MLII, V5) in mV and its true mean heart rate (beats/min).
+
+    Sum-of-Gaussians PQRST beats (the time-domain form of the ECGSYN morphology) placed at R times
+    whose intervals follow ``60/heart_rate`` s with respiratory sinus arrhythmia (±2 %) and 1 %
+    jitter. R amplitude ~0.9–1.3 mV on MLII, ~0.6–1.0 mV on V5; baseline wander and noise per lead.
+    The returned rate is ``60 / mean(RR)`` of the simulated beats, i.e. the ground truth.
     """
     n = int(round(duration * sampling_rate))
-    base = nk.ecg_simulate(length=n, sampling_rate=sampling_rate, heart_rate=heart_rate,
-                           method="simple", noise=0.0, random_state=_seed(rng))
-    base = np.asarray(base, dtype=float)
-    base = base / max(np.percentile(np.abs(base), 99.9), 1e-6)
+    rr0 = 60.0 / heart_rate
+    n_beats = int(duration / rr0) + 3
+    k = np.arange(n_beats)
+    rr = rr0 * (1 + 0.02 * np.sin(2 * np.pi * k / rng.uniform(3.5, 5.5) + rng.uniform(0, 6))
+                + rng.normal(0, 0.01, n_beats))
+    r_times = rng.uniform(0.05, rr0) + np.concatenate([[0.0], np.cumsum(rr[:-1])])
+    r_times = r_times[r_times < duration]
+    true_rate = 60.0 / float(np.mean(np.diff(r_times))) if len(r_times) > 1 else heart_rate
+    scale = np.sqrt(rr[:len(r_times)])[:, None]
+    w0 = int(0.35 * sampling_rate)
+    window = np.arange(-w0, int(0.6 * sampling_rate))
+    idx = np.round(r_times * sampling_rate).astype(int)[:, None] + window[None, :]
+    dt_s = idx / sampling_rate - r_times[:, None]
+    valid = (idx >= 0) & (idx < n)
+    gains = (rng.uniform(0.9, 1.3), rng.uniform(0.75, 1.25))
+    leads = []
+    for lead in (0, 1):
+        beat = np.zeros_like(dt_s)
+        for offset, width, a2, a5 in _ECG_WAVES:
+            centre = offset * scale if offset < -0.1 or offset > 0.1 else offset
+            amp = a2 if lead == 0 else a5
+            beat += amp * np.exp(-0.5 * ((dt_s - centre) / width) ** 2)
+        sig = np.zeros(n)
+        np.add.at(sig, idx[valid], gains[lead] * beat[valid])
+        leads.append(sig)
     t = np.arange(n) / sampling_rate
     wander_f = rng.uniform(0.15, 0.35)
-    lead1 = (rng.uniform(0.9, 1.3) * base + 0.08 * np.sin(2 * np.pi * wander_f * t + rng.uniform(0, 6))
-             + rng.normal(0, 0.02, n))
-    lead2 = (rng.uniform(0.6, 1.0) * base + 0.05 * np.sin(2 * np.pi * wander_f * 0.8 * t)
-             + rng.normal(0, 0.025, n))
-    return np.column_stack([lead1, lead2])
+    leads[0] += 0.08 * np.sin(2 * np.pi * wander_f * t + rng.uniform(0, 6)) + rng.normal(0, 0.02, n)
+    leads[1] += 0.05 * np.sin(2 * np.pi * wander_f * 0.8 * t) + rng.normal(0, 0.025, n)
+    return np.column_stack(leads), true_rate
 
 
 def ventilator_synthesize(duration: float, sampling_rate: int, *, rr_bpm: float,
@@ -116,21 +148,22 @@ def wearable_synthesize(duration: float, sampling_rate: int, *, resting_hr: floa
             if hi > lo:
                 s0 = rng.uniform(lo, hi)
                 bouts.append((round(s0, 2), round(s0 + length, 2)))
-    # piecewise heart rate: simulate PPG per segment and concatenate
-    cuts = [0.0] + [x for b in bouts for x in b] + [duration]
-    pieces = []
-    for k in range(len(cuts) - 1):
-        seg_n = int(round(cuts[k + 1] * sampling_rate)) - int(round(cuts[k] * sampling_rate))
-        if seg_n <= 0:
-            continue
-        active = k % 2 == 1
-        hr = resting_hr + (rng.uniform(20, 35) if active else rng.normal(0, 1.0))
-        seg_len = max(seg_n, sampling_rate * 4)
-        seg = nk.ppg_simulate(duration=seg_len / sampling_rate, sampling_rate=sampling_rate,
-                              heart_rate=hr, motion_amplitude=0.3 if active else 0.05,
-                              powerline_amplitude=0.0, random_state=_seed(rng))
-        pieces.append(np.asarray(seg, dtype=float)[:seg_n])
-    ppg = np.concatenate(pieces)[:n] if pieces else np.zeros(n)
+    # one rest and one activity PPG (NeuroKit2), spliced at the bout edges
+    rest = np.asarray(nk.ppg_simulate(duration=max(duration, 4.0), sampling_rate=sampling_rate,
+                                      heart_rate=resting_hr, motion_amplitude=0.05,
+                                      powerline_amplitude=0.0, random_state=_seed(rng)))[:n]
+    ppg = rest.astype(float).copy()
+    if bouts:
+        total = sum(b1 - b0 for b0, b1 in bouts) + 1.0
+        active = np.asarray(nk.ppg_simulate(duration=max(total, 4.0), sampling_rate=sampling_rate,
+                                            heart_rate=resting_hr + rng.uniform(20, 35),
+                                            motion_amplitude=0.3, powerline_amplitude=0.0,
+                                            random_state=_seed(rng)), dtype=float)
+        used = 0
+        for b0, b1 in bouts:
+            i0, i1 = int(round(b0 * sampling_rate)), int(round(b1 * sampling_rate))
+            ppg[i0:i1] = active[used:used + (i1 - i0)]
+            used += i1 - i0
     ppg = 1500.0 + 400.0 * (ppg - ppg.mean()) / max(ppg.std(), 1e-6)
     t = np.arange(n) / sampling_rate
     acc = 1.0 + rng.normal(0, 0.01, n)

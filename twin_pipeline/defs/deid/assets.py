@@ -4,7 +4,6 @@ This is the privacy boundary: raw frames live only in memory inside these assets
 to the warehouse (schema `deid`) carries pseudonyms, shifted dates and generalised demographics.
 """
 
-from __future__ import annotations
 
 from pathlib import Path
 

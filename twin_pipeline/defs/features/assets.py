@@ -1,6 +1,5 @@
 """`features` layer: per-record waveform features and per-interview scores."""
 
-from __future__ import annotations
 
 import os
 from concurrent.futures import ProcessPoolExecutor

@@ -1,7 +1,6 @@
 """Landing sensor (new `_READY` delivery → partitions added + run requested), twin refresh after
 deliveries land, a run-failure sensor, and the nightly refresh schedule."""
 
-from __future__ import annotations
 
 import json
 

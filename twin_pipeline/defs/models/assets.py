@@ -1,6 +1,5 @@
 """`ml` layer: treatment-effect models logged to MLflow, treatment simulations, and evaluation."""
 
-from __future__ import annotations
 
 import subprocess
 from pathlib import Path
@@ -156,6 +155,20 @@ def treatment_models(
     yield from gate_results(["ml", "treatment_simulation"], sims, suites.ml_treatment_simulation)
 
 
+class LoadedModel:
+    """An MLflow pyfunc effect model seen through the `effects.OutcomeModel` protocol."""
+
+    arms = effects.ARMS
+    reference_arm = effects.REFERENCE_ARM
+
+    def __init__(self, pyfunc):
+        self._pyfunc = pyfunc
+
+    def predict_outcomes(self, X: pd.DataFrame) -> np.ndarray:
+        out = self._pyfunc.predict(X[MODEL_FEATURES])
+        return np.asarray(out[list(self.arms)] if hasattr(out, "columns") else out, dtype=np.float64)
+
+
 @dg.asset(
     key=["ml", "effect_evaluation"],
     group_name="ml",
@@ -201,9 +214,8 @@ def effect_evaluation(
     mlflow_lib.set_tracking_uri(mlflow.tracking_uri)
     rows = []
     for run in model_runs.itertuples():
-        pyfunc = mlflow_lib.pyfunc.load_model(run.model_uri)
-        pred = np.asarray(pyfunc.predict(joined[MODEL_FEATURES]))
-        res = effects.evaluate_predictions(pred, joined[y_cols].to_numpy(), joined["therapy"].to_numpy())
+        loaded = LoadedModel(mlflow_lib.pyfunc.load_model(run.model_uri))
+        res = effects.evaluate_against_truth(loaded, joined[MODEL_FEATURES + ["therapy"]], joined[y_cols].to_numpy())
         rows.append({"estimator": run.estimator, "mlflow_run_id": run.mlflow_run_id, "n_eval": len(joined),
                      **_flat_metrics(res)})
         with mlflow_lib.start_run(run_id=run.mlflow_run_id):

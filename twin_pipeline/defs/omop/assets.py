@@ -1,6 +1,5 @@
 """`omop` layer: the common language. OMOP-CDM-shaped tables with standard codes and canonical units."""
 
-from __future__ import annotations
 
 from pathlib import Path
 

@@ -1,6 +1,5 @@
 """`twin` layer: one digital twin per patient, across every site and delivery."""
 
-from __future__ import annotations
 
 import dagster as dg
 import pandas as pd

@@ -1,0 +1,144 @@
+"""Ventilator: breath segmentation and features on a known lung model and on real PB-840 exports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from twin_pipeline.lib.ventilator import (
+    VENTILATOR_FEATURE_KEYS,
+    breath_segments,
+    read_pb840,
+    ventilator_features,
+    ventilator_simulate,
+)
+from twin_pipeline.sources.wfdb_io import WaveformReadError
+
+PB840 = Path(__file__).resolve().parents[3] / "shared" / "data" / "ventilator" / "pb840"
+
+
+def _close(value: float, truth: float, rel: float = 0.05) -> bool:
+    return abs(value - truth) <= rel * abs(truth)
+
+
+@pytest.mark.parametrize(
+    "rr, vt, peep, ie",
+    [(15, 500, 5, 0.5), (24, 380, 10, 0.4), (10, 650, 0, 1.0)],
+)
+def test_known_lung_model_is_recovered_within_5_percent(rr, vt, peep, ie):
+    compliance, resistance = 45.0, 12.0
+    paw, flow = ventilator_simulate(120, 50, resp_rate=rr, tidal_volume_ml=vt, peep_cmh2o=peep, ie_ratio=ie,
+                                    compliance_ml_cmh2o=compliance, resistance_cmh2o_l_s=resistance,
+                                    noise_l_min=0.5, random_state=rr)
+    feats = ventilator_features(paw, flow, 50)
+    assert list(feats) == list(VENTILATOR_FEATURE_KEYS)
+    assert feats["quality_flag"] == "ok", feats["quality_reason"]
+    assert _close(feats["resp_rate_bpm"], rr)
+    assert _close(feats["tidal_volume_insp_ml"], vt)
+    assert _close(feats["tidal_volume_exp_ml"], vt)
+    assert abs(feats["peep_cmh2o"] - peep) <= 0.05 * max(peep, 5)
+    assert _close(feats["ie_ratio"], ie)
+    assert _close(feats["minute_ventilation_l_min"], rr * vt / 1000)
+    ti = 60 / rr * ie / (1 + ie)
+    pip = peep + vt / compliance + resistance * vt / ti / 1000  # equation of motion at end-inspiration
+    assert _close(feats["pip_cmh2o"], pip)
+    assert _close(feats["dynamic_compliance_ml_cmh2o"], vt / (pip - peep))
+    assert feats["n_breaths"] == pytest.approx(120 / 60 * rr - 2, abs=1)
+
+
+def test_breath_segments_bounds_are_ordered_and_contiguous():
+    _, flow = ventilator_simulate(60, 50, resp_rate=20)
+    seg = breath_segments(flow, 50)
+    assert list(seg.columns) == ["start", "insp_end", "end", "has_nan"]
+    # 20 cycles: the one already inspiring at sample 0 and the last one (no following start) are incomplete
+    assert len(seg) == 18
+    assert (seg["start"] < seg["insp_end"]).all() and (seg["insp_end"] < seg["end"]).all()
+    assert (seg["end"].to_numpy()[:-1] == seg["start"].to_numpy()[1:]).all()
+    assert np.all(flow[seg["start"]] > 0) and np.all(flow[seg["insp_end"]] <= 0)
+
+
+def test_nan_run_drops_only_the_breaths_it_touches():
+    paw, flow = ventilator_simulate(120, 50, resp_rate=15)
+    flow[1000:1100] = np.nan  # 2 s dropout
+    seg = breath_segments(flow, 50)
+    assert 1 <= seg["has_nan"].sum() <= 2
+    feats = ventilator_features(paw, flow, 50)
+    assert feats["quality_flag"] == "ok" and _close(feats["tidal_volume_insp_ml"], 500)
+    assert feats["n_breaths"] == len(seg) - seg["has_nan"].sum()
+
+
+@pytest.mark.parametrize(
+    "flow, reason",
+    [(np.full(3000, np.nan), "no_flow"), (np.zeros(3000), "flat_flow"), (np.zeros(0), "no_flow")],
+)
+def test_unusable_flow_is_flagged_not_raised(flow, reason):
+    feats = ventilator_features(np.full(len(flow), 5.0), flow, 50)
+    assert feats["quality_flag"] == "no_signal" and feats["quality_reason"] == reason
+    assert feats["n_breaths"] == 0 and np.isnan(feats["tidal_volume_insp_ml"])
+
+
+def test_missing_pressure_is_low_quality_with_volumes_kept():
+    _, flow = ventilator_simulate(60, 50)
+    feats = ventilator_features(None, flow, 50)
+    assert feats["quality_flag"] == "low_quality" and "no_pressure" in feats["quality_reason"]
+    assert _close(feats["tidal_volume_insp_ml"], 500) and np.isnan(feats["pip_cmh2o"])
+
+
+def test_pb840_export_reads_with_breath_markers():
+    df = read_pb840(PB840 / "0149_2016-02-17-08-38-13_1.csv_test")
+    assert list(df.columns) == ["time_s", "timestamp", "flow_l_min", "pressure_cmh2o", "vent_bn", "breath_start",
+                                "breath_end"]
+    assert len(df) == 47018 and df.attrs["sampling_rate"] == 50.0
+    assert df["breath_start"].sum() == 319 and df["breath_end"].sum() == 319
+    assert df["vent_bn"].dropna().nunique() == 319 and df["vent_bn"].iloc[0] == 54042
+    assert df["timestamp"].iloc[0] == pd.Timestamp("2016-02-17 08:43:02.525325")
+    assert (df["timestamp"].diff().dropna() == pd.Timedelta(milliseconds=20)).all()
+    assert df["flow_l_min"].between(-300, 300).all() and df["pressure_cmh2o"].between(-5, 80).all()
+
+
+def test_pb840_features_match_ventmap_breath_meta():
+    """Our breaths vs the per-breath metadata ventMAP computed for the same file (medians)."""
+    df = read_pb840(PB840 / "0149_2016-02-17-08-38-13_1.csv_test")
+    feats = ventilator_features(df["pressure_cmh2o"].to_numpy(), df["flow_l_min"].to_numpy(), 50)
+    meta = pd.read_csv(PB840 / "0149_2016-02-17-08-38-13_1_v5_1_0__breath_meta.csv_test")
+    meta.columns = [c.strip() for c in meta.columns]
+    assert abs(feats["n_breaths"] - len(meta)) <= 0.03 * len(meta)
+    assert _close(feats["resp_rate_bpm"], meta["inst_RR"].median())
+    assert _close(feats["tidal_volume_insp_ml"], meta["tvi"].median())
+    assert _close(feats["tidal_volume_exp_ml"], meta["tve"].median())
+    assert _close(feats["pip_cmh2o"], meta["PIP"].median())
+    # ventMAP averages the 5 samples before the ventilator's breath-start marker, i.e. after the
+    # patient's trigger effort has begun; we take the 0.1 s before inspiratory flow starts.
+    assert abs(feats["peep_cmh2o"] - meta["PEEP"].median()) <= 1.5
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["ards-alone.csv.test", "ards-with-copd-and-neg-flows.csv.test", "jimmy-example-data.csv.test",
+     "raw_utils2.csv.test", "raw_utils_3_columns.csv.test", "vent-file-with-timestamp.csv.test"],
+)
+def test_every_pb840_layout_reads_and_yields_breaths(name):
+    df = read_pb840(PB840 / name)
+    assert len(df) > 300 and df[["flow_l_min", "pressure_cmh2o"]].notna().all().all()
+    assert df["breath_start"].sum() >= 4
+    seg = breath_segments(df["flow_l_min"].to_numpy(), 50)
+    assert len(seg) >= 3
+    assert abs(len(seg) - df["breath_start"].sum()) <= 3  # our breaths vs the ventilator's markers
+
+
+def test_pb840_per_row_timestamps_are_used():
+    df = read_pb840(PB840 / "vent-file-with-timestamp.csv.test")
+    assert df["timestamp"].iloc[0] == pd.Timestamp("2015-08-27 16:15:18.877")
+    assert df["timestamp"].is_monotonic_increasing and df["timestamp"].notna().all()
+
+
+def test_pb840_missing_or_empty_file_raises(tmp_path):
+    with pytest.raises(WaveformReadError, match="nope.csv"):
+        read_pb840(tmp_path / "nope.csv")
+    empty = tmp_path / "empty.csv"
+    empty.write_text("BS, S:1,\nBE\n")
+    with pytest.raises(WaveformReadError, match="empty.csv"):
+        read_pb840(empty)
