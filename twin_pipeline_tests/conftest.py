@@ -44,7 +44,7 @@ def tiny_cohort(tmp_path_factory) -> dict[str, Path]:
 def make_resources(paths: dict[str, Path], tmp_path: Path) -> dict:
     """Resources for `dg.materialize` against a tmp warehouse and the given cohort."""
     from dagster_duckdb import DuckDBResource
-    from dagster_duckdb_pandas import DuckDBPandasIOManager
+    from twin_pipeline.io_managers import WarehouseIOManager
 
     from twin_pipeline.resources import (
         DeidResource,
@@ -56,7 +56,7 @@ def make_resources(paths: dict[str, Path], tmp_path: Path) -> dict:
 
     db = str(tmp_path / "warehouse.duckdb")
     return {
-        "io_manager": DuckDBPandasIOManager(database=db),
+        "io_manager": WarehouseIOManager(database=db),
         "warehouse": DuckDBResource(database=db),
         "landing": LandingResource(
             landing_dir=str(paths["landing"]), quarantine_dir=str(tmp_path / "quarantine"),

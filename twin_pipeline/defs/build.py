@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
-from dagster_duckdb_pandas import DuckDBPandasIOManager
+from twin_pipeline.io_managers import WarehouseIOManager
 
 from twin_pipeline.defs.deid import assets as deid_assets
 from twin_pipeline.defs.features import assets as feature_assets
@@ -27,7 +27,7 @@ ASSET_MODULES = [deid_assets, omop_assets, feature_assets, twin_assets, model_as
 def env_resources() -> dict:
     """Resources read from the environment when a run starts (see .env.example)."""
     return {
-        "io_manager": DuckDBPandasIOManager(database=dg.EnvVar("TWIN_WAREHOUSE")),
+        "io_manager": WarehouseIOManager(database=dg.EnvVar("TWIN_WAREHOUSE")),
         "warehouse": DuckDBResource(database=dg.EnvVar("TWIN_WAREHOUSE")),
         "landing": LandingResource(
             landing_dir=dg.EnvVar("TWIN_LANDING_DIR"),

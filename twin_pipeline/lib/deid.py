@@ -391,92 +391,114 @@ _STREET_SUFFIXES = sorted(
 )
 _UNIT = r"(?:Apt|Apartment|Unit|Suite|Ste|Fl|Floor|Rm|Room|Bldg|Building|Lot|#)"
 
+# Every pattern starts with a character class or literal (lookbehinds come after the first
+# character), so the regex engine skips to candidate positions in C instead of trying every position;
+# ``_HINTS`` gives each pattern a cheap necessary condition so most notes skip most patterns.
+_SUFFIX_RE = "(?:" + "|".join(_STREET_SUFFIXES) + ")"
+_NUM_START = r"\d(?<![\w/.-]\d)"  # a number not glued to a word, a slash, a dot or a hyphen
+
 #: regular expressions for direct identifiers; a named group ``phi`` (when present) is the part replaced
 PHI_PATTERNS: dict[str, re.Pattern[str]] = {
-    "ssn": re.compile(
-        r"(?<![\d-])\d{3}-\d{2}-\d{4}(?![\d-])"
-        r"|(?i:\b(?:SSN|SS\#|social\s+security(?:\s+(?:number|no\.?|\#))?)\s*[:#]?\s*)"
+    # 123-45-6789 ; "SSN: 123456789"
+    "ssn": re.compile(r"\d(?<![\w-]\d)\d{2}-\d{2}-\d{4}(?![\d-])"),
+    "ssn_labelled": re.compile(
+        r"[Ss](?<![A-Za-z0-9_][Ss])(?i:SN|S\#|ocial\s+security(?:\s+(?:number|no\.?|\#))?)\s*[:#]?\s*"
         r"(?P<phi>\d{3}[- ]?\d{2}[- ]?\d{4})(?!\d)"
     ),
+    # (555) 123-4567, 555-123-4567, 555.123.4567, 555 123 4567, x123 extensions; a country code
+    # before it (+1, 1-, 001-) is added by ``_extend_phone``
     "phone": re.compile(
-        r"(?<![\w+])(?:(?:\+?1|001)[\s.-]?)?(?:\(\d{3}\)\s?|\d{3}[\s.-])\d{3}[\s.-]\d{4}"
+        r"[\d(](?<![\w+.(][\d(])(?:(?<=\()\d{3}\)\s?|(?<=\d)\d{2}[\s.-])\d{3}[\s.-]\d{4}"
         r"(?:\s?(?:x|ext\.?|extension)\s?\d{1,5})?(?!\d)"
-        r"|(?<![\w.+-])(?:\+?1)?\d{10}(?:\s?x\d{1,5})?(?!\d|\.\d)"
-        r"|(?<![\w.-])\d{3}-\d{4}(?![\w-])"
     ),
-    "email": re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"),
+    "phone_digits": re.compile(r"\d(?<![\w.+-]\d)(?:(?<=1)\d{10}|\d{9})(?:\s?x\d{1,5})?(?!\d|\.\d)"),
+    "phone_local": re.compile(r"\d(?<![\w.-]\d)\d{2}-\d{4}(?![\w-])"),
+    "email": re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"),
     "url": re.compile(
-        r"(?i:\b(?:https?://|ftp://|www\.)[^\s<>\"'\[\]]*[^\s<>\"'\[\].,;:!?)])"
-        r"|(?i:\b[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9-]+)*\.(?:com|org|net|edu|gov|info|biz|io)\b"
-        r"(?:/[^\s<>\"'\[\]]*[^\s<>\"'\[\].,;:!?)])?)"
+        r"[hHfFwW](?<![A-Za-z0-9_][hHfFwW])(?i:(?:ttps?|tp)://|ww\.)[^\s<>\"'\[\]]*[^\s<>\"'\[\].,;:!?)]"
+    ),
+    # bare domains: matched from the top-level domain, host labels before it added by ``_extend_domain``
+    "url_domain": re.compile(
+        r"\.(?<=[A-Za-z0-9]\.)(?:com|org|net|edu|gov|info|biz|io|COM|ORG|NET|EDU|GOV|INFO|BIZ|IO)\b"
+        r"(?:/[^\s<>\"'\[\]]*[^\s<>\"'\[\].,;:!?)])?"
     ),
     "ip": re.compile(
-        r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?!\d|\.\d)"
-        r"|(?i:(?<![\w:])(?:[0-9a-f]{1,4}:){7}[0-9a-f]{1,4}(?![\w:]))"
+        r"\d(?<![\d.]\d)(?<=\b\d)\d{0,2}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?!\d|\.\d)"
+        r"|[0-9a-fA-F](?<![\w:][0-9a-fA-F])[0-9a-fA-F]{0,3}(?::[0-9a-fA-F]{1,4}){7}(?![\w:])"
     ),
+    # MRN: 12345678, MRN123456, MR# 1234567, medical record number 1234567, chart # 1234
     "mrn": re.compile(
-        r"(?i:\b(?:MRN|MR\s?\#|med(?:ical)?\s+rec(?:ord)?\s*(?:number|num|no\.?|\#)"
-        r"|chart\s*(?:number|no\.?|\#)|(?:patient|pt)\s*(?:id|\#))\s*(?:number|no\.?|\#)?\s*[:=#]?\s*)"
+        r"[MmCcPp](?<![A-Za-z][MmCcPp])(?i:RN|R\s?\#|ed(?:ical)?\s+rec(?:ord)?\s*(?:number|num|no\.?|\#)"
+        r"|hart\s*(?:number|no\.?|\#)|(?:atient|t)\s*(?:id|\#))\s*(?:number|no\.?|\#)?\s*[:=#]?\s*"
         r"(?P<phi>[A-Z]{0,3}-?\d{4,12}[A-Z]?)\b"
     ),
+    # 2024-03-01(T10:00Z), 2024/03/01, 03/01/2024, 3-1-24, 01.03.2024, 1st of March 2024, 01-Mar-2024
     "date": re.compile(
-        r"(?<![\w/.-])(?:"
-        rf"\d{{4}}-\d{{1,2}}-\d{{1,2}}{_TIME}"
-        rf"|\d{{4}}/\d{{1,2}}/\d{{1,2}}{_TIME}"
-        rf"|\d{{1,2}}[/-]\d{{1,2}}[/-](?:\d{{4}}|\d{{2}}){_TIME}"
-        rf"|\d{{1,2}}\.\d{{1,2}}\.\d{{4}}{_TIME}"
-        rf"|\d{{1,2}}{_ORD}(?:\s+of)?[\s-]+{_MON}(?:,?[\s-]+\d{{4}}|-\d{{2}}(?!\d))?"
-        rf"|{_MON}\s+\d{{1,2}}{_ORD}(?:,?\s+\d{{4}})?(?!\d)"
-        rf"|{_MON},?\s+\d{{4}}"
-        r"|(?:0?[1-9]|1[0-2])/(?:19|20)\d{2}"
+        _NUM_START + r"(?:"
+        rf"\d{{3}}[-/]\d{{1,2}}[-/]\d{{1,2}}{_TIME}"
+        rf"|\d?[/-]\d{{1,2}}[/-](?:\d{{4}}|\d{{2}}){_TIME}"
+        rf"|\d?\.\d{{1,2}}\.\d{{4}}{_TIME}"
+        rf"|\d?{_ORD}(?:\s+of)?[\s-]+{_MON}(?:,?[\s-]+\d{{4}}|-\d{{2}}(?!\d))?"
+        r"|\d?/(?:19|20)\d{2}"
         r")(?![\w/])"
-        # month/day without a year only after a date word: "seen 3/1", not "Mini-Cog 3/5"
-        r"|(?i:\b(?:on|since|from|until|till|by|dated|DOS|seen|admitted|discharged|visit)\s+)"
-        r"(?P<phi>(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01]))(?![\d/])"
     ),
-    "zip": re.compile(
-        rf"(?:\b{_STATE_RE},?\s+|(?i:\bzip(?:\s*code)?\s*[:#]?\s*))(?P<phi>\d{{5}}(?:-\d{{4}})?)(?![\d-])"
-        r"|(?<![\d-])\d{5}-\d{4}(?![\d-])"
+    # March 1, 2024 ; Mar. 1 ; March 2024
+    "date_month_first": re.compile(
+        rf"{_MON}(?:\s+\d{{1,2}}{_ORD}(?:,?\s+\d{{4}})?(?!\d)|,?\s+\d{{4}})(?![\w/])"
     ),
+    # m/d without a year, only after a date word ("seen 3/1", never "Mini-Cog 3/5"): the word and the
+    # month/day ranges are checked by ``_pattern_spans``
+    "date_month_day": re.compile(r"\d(?<![\w/.-]\d)\d?/\d{1,2}(?![\d/]|\.\d)"),
+    # a 5-digit / ZIP+4 code after a state or "ZIP"; context (state or "ZIP" before it) checked by ``_pattern_spans``
+    "zip": re.compile(r"\d(?<![\d-]\d)\d{4}(?:-\d{4})?(?![\d-])"),
+    # 123 Main St, 568 Hills Branch Unit 86, 12B N. Oak Avenue Apt. 4
     "address": re.compile(
-        r"(?<![\w.,-])\d{1,6}[A-Z]?\s+(?:(?:[NSEW]|NE|NW|SE|SW|North|South|East|West)\.?\s+)?"
-        r"(?:[A-Z][A-Za-z'-]+\.?\s+){1,3}?"
-        "(?:" + "|".join(_STREET_SUFFIXES) + r")\b\.?"
+        r"\d(?<![\w.,-]\d)\d{0,5}[A-Z]?\s+(?:(?:[NSEW]|NE|NW|SE|SW|North|South|East|West)\.?\s+)?"
+        r"(?:[A-Z][A-Za-z'-]+\.?\s+){1,3}?" + _SUFFIX_RE + r"\b\.?"
         rf"(?:,?\s+{_UNIT}\.?\s*\#?\s*[A-Za-z0-9-]*\d[A-Za-z0-9-]*)?"
-        rf"|\b(?:Apt|Apartment|Suite|Ste|Unit)\.?\s*\#?\s*\d+[A-Za-z]?\b"
-        r"|\bP\.?\s?O\.?\s+Box\s+\d+"
-        r"|\b(?:PSC|Unit)\s+\d{4},?\s+Box\s+\d{4}|\b(?:APO|FPO|DPO)\s+(?:AA|AE|AP)\s+\d{5}"
-        r"|\bUS[NS]S\s+[A-Z][a-z]+"
-        rf"|(?:\b[A-Z][a-z]+\s){{0,2}}\b[A-Z][a-z]+,\s+(?:(?:{'|'.join(_STATES_ABBR)})\s+\d{{5}}(?:-\d{{4}})?"
-        rf"|(?:{'|'.join(_SAFE_STATE_ABBR + [re.escape(s) for s in _STATES])})\b)"
     ),
-    "id": re.compile(
-        r"(?<![\w-])[A-Z]{1,3}\d{5,10}[A-Z]?(?![\w-])"
-        r"|\(01\)\d{14}(?:\(\d{2,4}\)[^\s(]*[^\s(.,;:])*"
-        r"|(?i:\b(?:account|acct|member|policy|beneficiary|plan|certificate|serial|device|badge|employee"
+    "address_unit": re.compile(
+        r"(?:Apt|Apartment|Suite|Ste|Unit)\.?\s*\#?\s*\d+[A-Za-z]?\b"
+        r"|P\.?\s?O\.?\s+Box\s+\d+|(?:PSC|Unit)\s+\d{4},?\s+Box\s+\d{4}|(?:APO|FPO|DPO)\s+(?:AA|AE|AP)\s+\d{5}"
+        r"|US[NS]S\s+[A-Z][a-z]+"
+    ),
+    # Lake Monique, PW 71057 ; Springfield, Illinois ; Austin, TX (city, state: the city is PHI)
+    "address_city": re.compile(
+        r"[A-Z](?<![A-Za-z][A-Z])[a-z]+(?:\s[A-Z][a-z]+){0,2},\s+(?:(?:"
+        + "|".join(_STATES_ABBR) + r")\s+\d{5}(?:-\d{4})?|(?:"
+        + "|".join(_SAFE_STATE_ABBR + [re.escape(s) for s in _STATES]) + r")\b)"
+    ),
+    # licence / passport-like: letters + digits (S99912345, X12345678X)
+    "id": re.compile(r"[A-Z](?<![\w-][A-Z])[A-Z]{0,2}\d{5,10}[A-Z]?(?![\w-])"),
+    # GS1 UDI: (01) GTIN-14 then (17) expiry, (10) lot, (21) serial ...
+    "udi": re.compile(r"\(01\)\d{14}(?:\(\d{2,4}\)[^\s(]*[^\s(.,;:])*"),
+    "id_labelled": re.compile(
+        r"(?i:\b(?:account|acct|member|policy|beneficiary|plan|certificate|serial|device|badge|employee"
         r"|licen[cs]e|passport|DL|driver'?s?\s+licen[cs]e|insurance)\s*(?:id|no\.?|number|num|\#)\s*[:#]?\s*"
         r"|\b(?:passport|licen[cs]e|serial|VIN|SN|S/N)\s*[:#]\s*)"
         r"(?P<phi>(?=[A-Za-z0-9-]*\d)[A-Za-z0-9][A-Za-z0-9-]{3,19})"
-        r"|(?<![\d.,])\d{7,}(?!\d|[.,]\d|(?i:\s*(?:units?|iu|u\b|copies|cells|/)))"
     ),
+    # any other long number (7+ digits) that is not a dose or a count
+    "id_number": re.compile(r"\d(?<![\d.,]\d)\d{6,}(?!\d|[.,]\d|(?i:\s*(?:units?|iu|u\b|copies|cells|/)))"),
+    # ages over 89: "92-year-old", "95 y/o", "age: 93", "aged 101"
     "age_over_89": re.compile(
-        r"(?i:\b(?P<phi>9\d|1[01]\d)(?=\s*-?\s*(?:years?\b|yrs?\b|y/o\b|yo\b|y\.o\.)))"
-        r"|(?i:\b(?:age|aged)>?\s*[:=]?\s*)(?P<phi2>9\d|1[01]\d)\b"
+        r"(?P<phi>[91](?<![\w.][91])(?:(?<=9)\d|(?<=1)[01]\d))"
+        r"(?=\s*-?\s*(?i:years?\b|yrs?\b|y/o\b|yo\b|y\.o\.))"
+        r"|[Aa](?<![A-Za-z][Aa])(?i:ged?)>?\s*[:=]?\s*(?P<phi2>9\d|1[01]\d)\b"
         r"(?!(?i:\s*(?:days?|d|weeks?|wks?|months?|mos?|hours?|h|hrs?)\b))"
     ),
 }
 
+# patterns whose match must start a word (checked in Python: a lookbehind first would slow the scan)
+_WORD_START = frozenset({"date_month_first", "address_unit"})
+
 _PATTERN_TAG: dict[str, str] = {
-    "ssn": "[SSN]",
-    "phone": "[PHONE]",
-    "email": "[EMAIL]",
-    "url": "[URL]",
-    "ip": "[IP]",
-    "mrn": "[MRN]",
-    "date": "[DATE]",
-    "zip": "[ADDRESS]",
-    "address": "[ADDRESS]",
-    "id": "[ID]",
+    "ssn": "[SSN]", "ssn_labelled": "[SSN]",
+    "phone": "[PHONE]", "phone_digits": "[PHONE]", "phone_local": "[PHONE]",
+    "email": "[EMAIL]", "url": "[URL]", "url_domain": "[URL]", "ip": "[IP]", "mrn": "[MRN]",
+    "date": "[DATE]", "date_month_first": "[DATE]", "date_month_day": "[DATE]",
+    "zip": "[ADDRESS]", "address": "[ADDRESS]", "address_unit": "[ADDRESS]", "address_city": "[ADDRESS]",
+    "id": "[ID]", "udi": "[ID]", "id_labelled": "[ID]", "id_number": "[ID]",
     "age_over_89": "[AGE90+]",
 }
 # tie-break when two overlapping spans have the same length: lower wins
@@ -527,7 +549,9 @@ roommate child
 """.split())
 _CONTACT_VERBS = frozenset("named called phoned contacted texted emailed paged".split())
 _CONTACT_NOUNS = frozenset("left spoke talked message msg".split())
+_CONTACT_PREPS = frozenset(("for", "with", "to"))
 _CUE_WORDS = _TITLES | _RELATIONS | _CONTACT_VERBS
+_CUE_ALL = _CUE_WORDS | _CONTACT_PREPS
 # capitalized words never taken for a name after a title ("Dr. The ..." does not happen, "Dr. May" does)
 _NOT_AFTER_TITLE = frozenset("The A An And Or Of In On At To For With Patient Pt".split())
 # ... nor after a relation word ("Mother: Diabetes", "son Tuesday"): function words, months, days,
@@ -685,55 +709,84 @@ _ADJ_GAP_RE = re.compile(r"^(?:[ \t]{1,3}|-|,[ \t]{1,2})$")
 
 
 _TLDS = (".com", ".org", ".net", ".edu", ".gov", ".info", ".biz", ".io")
-_HINT_PHONE = re.compile(r"\d{3}[\s.)-]{0,2}\d{3}[\s.-]?\d{4}|\d{3}-\d{4}")
+_HINT_PHONE = re.compile(r"\d{3}[\s.)-]{1,2}\d{3}[\s.-]\d{4}")
+_HINT_10DIGITS = re.compile(r"\d{10}")
+_HINT_LOCAL_PHONE = re.compile(r"\d{3}-\d{4}")
 _HINT_5DIGITS = re.compile(r"\d{5}")
+_HINT_7DIGITS = re.compile(r"\d{7}")
 _HINT_SSN = re.compile(r"\d-\d\d-\d")
 _HINT_IP = re.compile(r"\d\.\d{1,3}\.\d{1,3}\.\d")
-_HINT_STREET = re.compile(r"\d\s+[A-Z]|,\s+[A-Z]")
-_MRN_WORDS = ("mrn", "mr#", "mr #", "record", "chart", "patient id", "pt id", "patient #", "pt #")
+_HINT_STREET = re.compile(r"\d\s+[A-Z]")
+_HINT_LETTER_DIGITS = re.compile(r"[A-Z]\d{5}")
+_HINT_MONTH_DAY = re.compile(r"\d/\d")
 _ADDRESS_WORDS = ("Apt", "Apartment", "Suite", "Ste", "Unit", "Box", "PO", "USNS", "USS")
-_ID_WORDS = ("licen", "passport", "serial", "vin", "s/n", "sn", "account", "acct", "member", "policy",
-             "beneficiary", "plan", "certificate", "device", "badge", "employee", "dl", "insurance", "(01)")
-_AGE_WORDS = ("year", "yr", "y/o", "yo", "y.o.", "age")
+_ID_WORDS = ("licen", "passport", "serial", "vin:", "vin#", "vin no", "s/n", "sn:", "sn#", "account", "acct", "member", "policy",
+             "beneficiary", "plan id", "plan no", "plan #", "plan num", "certificate", "device id", "device no",
+             "device #", "device num", "badge", "employee", "dl:", "dl#", "dl no", "dl num", "insurance")
+_DATE_WORD_BEFORE_RE = re.compile(
+    r"(?i:\b(?:on|since|from|until|till|by|dated|dos|seen|admitted|discharged|visit)\s+)$"
+)
+_HINT_AGE = re.compile(r"[91](?<![\w.][91])(?:(?<=9)\d|(?<=1)[01]\d)(?!\d)")
 
-
-def _worth_scanning(name: str, text: str, low: str) -> bool:
-    """Cheap necessary conditions for each pattern (literal checks / digit-first regexes): most notes
-    skip most patterns, which keeps scrubbing linear and fast."""
-    if name == "email":
-        return "@" in text
-    if name == "url":
-        return "://" in low or "www." in low or any(t in low for t in _TLDS)
-    if name == "ip":
-        return _HINT_IP.search(text) is not None or text.count(":") >= 7
-    if name == "ssn":
-        return _HINT_SSN.search(text) is not None or "ss" in low or "social" in low
-    if name == "phone":
-        return _HINT_PHONE.search(text) is not None
-    if name == "mrn":
-        return any(w in low for w in _MRN_WORDS)
-    if name == "zip":
-        return _HINT_5DIGITS.search(text) is not None
-    if name == "address":
-        return _HINT_STREET.search(text) is not None or any(w in text for w in _ADDRESS_WORDS)
-    if name == "id":
-        return _HINT_5DIGITS.search(text) is not None or any(w in low for w in _ID_WORDS)
-    if name == "age_over_89":
-        return any(w in low for w in _AGE_WORDS)
-    return True
+#: pattern name -> cheap necessary condition on (text, lower-cased text); patterns not listed always run
+_HINTS = {
+    "ssn": lambda t, lo: _HINT_SSN.search(t) is not None,
+    "ssn_labelled": lambda t, lo: "ss" in lo or "social" in lo,
+    "phone": lambda t, lo: _HINT_PHONE.search(t) is not None,
+    "phone_digits": lambda t, lo: _HINT_10DIGITS.search(t) is not None,
+    "phone_local": lambda t, lo: _HINT_LOCAL_PHONE.search(t) is not None,
+    "email": lambda t, lo: "@" in t,
+    "url": lambda t, lo: "://" in t or "www." in lo,
+    "url_domain": lambda t, lo: any(d in lo for d in _TLDS),
+    "ip": lambda t, lo: _HINT_IP.search(t) is not None or t.count(":") >= 7,
+    "mrn": lambda t, lo: "mr" in lo or "record" in lo or "chart" in lo or " id" in lo or "#" in t,
+    "date_month_day": lambda t, lo: _HINT_MONTH_DAY.search(t) is not None,
+    "zip": lambda t, lo: _HINT_5DIGITS.search(t) is not None,
+    "address": lambda t, lo: _HINT_STREET.search(t) is not None,
+    "address_unit": lambda t, lo: any(w in t for w in _ADDRESS_WORDS),
+    "address_city": lambda t, lo: ", " in t,
+    "id": lambda t, lo: _HINT_LETTER_DIGITS.search(t) is not None,
+    "udi": lambda t, lo: "(01)" in t,
+    "id_labelled": lambda t, lo: any(w in lo for w in _ID_WORDS),
+    "id_number": lambda t, lo: _HINT_7DIGITS.search(t) is not None,
+    "age_over_89": lambda t, lo: _HINT_AGE.search(t) is not None,
+}
+_ZIP_CONTEXT_RE = re.compile(
+    r"(?:\b(?:" + "|".join(_STATES_ABBR + [re.escape(s) for s in _STATES]) + r"),?\s+"
+    r"|(?i:\bzip(?:\s*code)?\s*[:#]?\s*))$"
+)
+_COUNTRY_CODE_RE = re.compile(r"(?:\+?1|001)[\s.-]?$")
 
 
 def _pattern_spans(text: str) -> list[PhiSpan]:
     spans: list[PhiSpan] = []
     low = text.lower()
     for name, pat in PHI_PATTERNS.items():
-        if not _worth_scanning(name, text, low):
+        hint = _HINTS.get(name)
+        if hint is not None and not hint(text, low):
             continue
         tag = _PATTERN_TAG[name]
         for m in pat.finditer(text):
             gd = m.groupdict()
             grp = "phi" if gd.get("phi") is not None else ("phi2" if gd.get("phi2") is not None else None)
             s, e = (m.start(grp), m.end(grp)) if grp else m.span()
+            if name in _WORD_START and s > 0 and text[s - 1].isalnum():
+                continue
+            if name == "zip" and "-" not in m.group() and not _ZIP_CONTEXT_RE.search(text, max(0, s - 30), s):
+                continue
+            if name == "date_month_day":
+                month, day = (int(x) for x in m.group().split("/"))
+                if not (1 <= month <= 12 and 1 <= day <= 31 and _DATE_WORD_BEFORE_RE.search(text, max(0, s - 16), s)):
+                    continue
+            if name == "url_domain":
+                k = s
+                while k > 0 and (text[k - 1].isalnum() or text[k - 1] in ".-_"):
+                    k -= 1
+                s = k
+            if name.startswith("phone"):
+                cc = _COUNTRY_CODE_RE.search(text, max(0, s - 5), s)
+                if cc:
+                    s = cc.start()
             if e > s:
                 spans.append(PhiSpan(s, e, tag))
     return spans
@@ -771,25 +824,30 @@ def _name_and_phrase_spans(text: str, known: _Known) -> list[PhiSpan]:
     # 0 = not a name, 1 = ambiguous dictionary name, 2 = name
     state = [0] * n
     ends = [0] * n
+    lows = [""] * n
     capital = [False] * n
+    cues: list[int] = []
     known_names = known.names
-    for i, (s, e, tok) in enumerate(toks):
-        base = _strip_possessive(tok)
+    digits = "0123456789"
+    for i, (s, _e, tok) in enumerate(toks):
+        base = tok[:-2] if len(tok) > 2 and tok[-1] in "sS" and tok[-2] in "'’" else tok
         ends[i] = s + len(base)
-        alpha = _TRAILING_DIGITS_RE.sub("", base)
-        if known_names:
-            low = base.casefold()
-            if low in known_names or alpha.casefold() in known_names:
-                state[i] = 2
-                continue
-        if alpha and alpha[0].isupper() and not alpha.isupper() and alpha[0].isalpha():
-            capital[i] = True
-            if alpha in _NAMES_STRONG:
-                state[i] = 2
-            elif alpha in _NAMES_WEAK:
-                state[i] = 1
-        elif len(alpha) == 1 and alpha.isupper():
-            capital[i] = True  # an initial
+        low = lows[i] = base.casefold()
+        if low in _CUE_ALL:
+            cues.append(i)
+        alpha = base.rstrip(digits) if base[-1] in digits else base
+        if known_names and (low in known_names or (alpha is not base and alpha.casefold() in known_names)):
+            state[i] = 2
+            continue
+        if alpha and alpha[0].isupper():
+            if len(alpha) == 1:
+                capital[i] = True  # an initial
+            elif not alpha.isupper():
+                capital[i] = True
+                if alpha in _NAMES_STRONG:
+                    state[i] = 2
+                elif alpha in _NAMES_WEAK:
+                    state[i] = 1
 
     def adjacent(i: int, j: int) -> bool:
         """Tokens i < j are neighbours: short gap (spaces, hyphen, comma) or an initial's period."""
@@ -802,8 +860,8 @@ def _name_and_phrase_spans(text: str, known: _Known) -> list[PhiSpan]:
     def maybe_name(j: int) -> bool:
         return capital[j] and (state[j] > 0 or toks[j][2] not in _NOT_NAMES)
 
-    for i, (_s, _e, tok) in enumerate(toks):
-        low = tok.lower()
+    for i in cues:
+        low = lows[i]
         if low in _TITLES:
             # Dr. Xyz / Mrs. Ann B. Xyz: up to 3 capitalized tokens, any spelling
             j = i + 1
@@ -816,20 +874,20 @@ def _name_and_phrase_spans(text: str, known: _Known) -> list[PhiSpan]:
                 j += 1
             continue
         cue = low in _RELATIONS or low in _CONTACT_VERBS or (
-            low in ("for", "with", "to") and i > 0 and toks[i - 1][2].lower() in _CONTACT_NOUNS
+            low in _CONTACT_PREPS and i > 0 and lows[i - 1] in _CONTACT_NOUNS
         )
         if cue:
             # daughter Ann / wife, Hans-Bernd Xyz / message left for Xyz: capitalized non-common words
             j = i + 1
             while j < n and j <= i + 4:
                 gap = text[ends[j - 1]:toks[j][0]]
-                if j == i + 1 or toks[j - 1][2].lower() == "is":
+                if j == i + 1 or lows[j - 1] == "is":
                     ok = _short_gap(gap) and gap.strip() in ("", ",", ":")  # not "-": "Child-Pugh"
                 else:
                     ok = adjacent(j - 1, j)
                 if not ok:
                     break
-                if toks[j][2].lower() == "is" and j == i + 1:
+                if lows[j] == "is" and j == i + 1:
                     j += 1
                     continue
                 if not maybe_name(j):
@@ -842,7 +900,7 @@ def _name_and_phrase_spans(text: str, known: _Known) -> list[PhiSpan]:
             # Xyz Abc (daughter)
             k = i - 1
             while (k >= 0 and k >= i - 3 and maybe_name(k) and (k == i - 1 or adjacent(k, k + 1))
-                   and toks[k][2].lower() not in _CUE_WORDS):
+                   and lows[k] not in _CUE_WORDS):
                 state[k] = 2
                 k -= 1
 
@@ -861,7 +919,7 @@ def _name_and_phrase_spans(text: str, known: _Known) -> list[PhiSpan]:
             if (state[i] == 1 and (left or right)) or (is_initial and left and right):
                 state[i] = 2
                 changed = True
-            elif is_initial and right and i > 0 and toks[i - 1][2].lower() in _TITLES:
+            elif is_initial and right and i > 0 and lows[i - 1] in _TITLES:
                 state[i] = 2
                 changed = True
     for i in range(n):
@@ -869,7 +927,6 @@ def _name_and_phrase_spans(text: str, known: _Known) -> list[PhiSpan]:
             spans.append(PhiSpan(toks[i][0], ends[i], "[NAME]"))
 
     if known.phrases:
-        lows = [_strip_possessive(t[2]).casefold() for t in toks]
         spans += _phrase_spans(text, toks, lows, ends, known)
     return spans
 

@@ -15,12 +15,22 @@ A record without a usable window gives NaN features and `quality_flag="no_signal
 
 from __future__ import annotations
 
+import importlib
 import warnings
 from collections import Counter
 from dataclasses import dataclass
+from functools import cache
+from types import ModuleType
 
-import neurokit2 as nk
 import numpy as np
+
+
+@cache
+def neurokit() -> ModuleType:
+    """neurokit2, imported on first use: it pulls in scikit-learn and takes seconds to import, which
+    every process that merely loads the pipeline's definitions would otherwise pay."""
+    return importlib.import_module("neurokit2")
+
 
 ECG_FEATURE_KEYS: tuple[str, ...] = (
     "n_beats",
@@ -41,7 +51,7 @@ MIN_RUN_S = 4.0  # a finite stretch shorter than this is not analysed
 MIN_FINITE_FRACTION = 0.5  # of a window's samples, in finite stretches ≥ MIN_RUN_S
 FLAT_RANGE_MV = 0.05  # 1st–99th percentile range below this = flat line / lead off
 FLAT_RUN_S = 1.0  # a stretch of identical samples at least this long is "stuck"
-FLAT_DIFF_FRACTION = 0.5  # this fraction of samples in stuck stretches = flat
+FLAT_RUN_FRACTION = 0.5  # this fraction of samples in stuck stretches = flat
 SATURATION_FRACTION = 0.1  # this fraction of samples at the window's min or max = clipped
 MIN_HR_BPM, MAX_HR_BPM = 20.0, 250.0  # plausible mean heart rate of a window
 RR_MIN_S, RR_MAX_S = 60.0 / 250.0, 60.0 / 20.0  # RR intervals outside are not NN intervals
@@ -49,6 +59,7 @@ SQI_EXCLUDE = 0.5  # window SQI below this: excluded ("low_sqi")
 SQI_OK = 0.66  # record mean SQI below this: quality_flag "low_quality" (Orphanidou 2015)
 USABLE_OK = 0.5  # record usable fraction below this: quality_flag "low_quality"
 IRREGULAR_DELTA = 0.2  # successive RR change > 20 % = irregular
+MAX_SDNN_MS = 1000.0  # above: HRV features set NaN, quality "low_quality" ("implausible_hrv")
 _PAD_S = 1.0  # context either side of a window for the filters and the detector
 
 
@@ -63,7 +74,7 @@ def ecg_peaks(ecg: np.ndarray, sampling_rate: float, method: str = "neurokit") -
     x = np.asarray(ecg, dtype=np.float64)
     fs = float(sampling_rate)
     out = []
-    for start, stop in _finite_runs(x, int(round(MIN_RUN_S * fs))):
+    for start, stop in finite_runs(x, int(round(MIN_RUN_S * fs))):
         out.append(start + _peaks_finite(x[start:stop], fs, method))
     return np.concatenate(out).astype(np.int64) if out else np.zeros(0, dtype=np.int64)
 
@@ -81,6 +92,7 @@ def _clean_and_peaks(x: np.ndarray, fs: float, method: str) -> tuple[np.ndarray,
     if len(x) < int(fs) or np.ptp(x) == 0:
         return x - (x.mean() if len(x) else 0.0), np.zeros(0, dtype=np.int64)
     clean_method = method if method in _CLEAN_METHODS else "neurokit"
+    nk = neurokit()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cleaned = np.asarray(nk.ecg_clean(x, sampling_rate=fs, method=clean_method), dtype=np.float64)
@@ -93,7 +105,7 @@ def _clean_and_peaks(x: np.ndarray, fs: float, method: str) -> tuple[np.ndarray,
     return cleaned, np.unique(found[(found >= 0) & (found < len(x))])
 
 
-def _finite_runs(x: np.ndarray, min_len: int) -> list[tuple[int, int]]:
+def finite_runs(x: np.ndarray, min_len: int) -> list[tuple[int, int]]:
     """[start, stop) of the stretches of finite samples at least `min_len` long."""
     finite = np.isfinite(x)
     if not finite.any():
@@ -170,7 +182,7 @@ def _analyse_window(x: np.ndarray, core: slice, fs: float, method: str) -> _Wind
     """Check and detect one lead over `x[core]` (with context around it). Indices are local to x."""
     seg = x[core]
     n = len(seg)
-    runs = _finite_runs(x, int(round(MIN_RUN_S * fs)))
+    runs = finite_runs(x, int(round(MIN_RUN_S * fs)))
     # finite samples of the core that lie in analysable runs
     covered = sum(max(0, min(b, core.stop) - max(a, core.start)) for a, b in runs)
     w = _Window(core.start, core.stop, usable=False, usable_samples=covered)
@@ -179,7 +191,7 @@ def _analyse_window(x: np.ndarray, core: slice, fs: float, method: str) -> _Wind
         return w
     finite = seg[np.isfinite(seg)]
     lo, hi = np.percentile(finite, [1, 99])
-    if hi - lo < FLAT_RANGE_MV or constant_run_fraction(finite, int(round(FLAT_RUN_S * fs))) >= FLAT_DIFF_FRACTION:
+    if hi - lo < FLAT_RANGE_MV or constant_run_fraction(finite, int(round(FLAT_RUN_S * fs))) >= FLAT_RUN_FRACTION:
         w.reason = "flat_line"
         return w
     fmin, fmax = finite.min(), finite.max()
@@ -250,16 +262,18 @@ def ecg_features(
     A lead whose detection fails is retried inverted (downward QRS) before the fallback lead.
     A window is unusable ("missing_samples") when < 50 % of it is in finite stretches ≥ 4 s,
     ("flat_line") when its 1st–99th percentile range is < 0.05 mV or ≥ 50 % of its samples sit in
-    runs of one repeated value lasting ≥ 1 s, ("saturated") when ≥ 10 % of samples sit at its min or max, ("implausible_beats")
-    when < 3 beats or a mean rate outside 20–250 bpm, ("low_sqi") when its SQI < 0.5.
+    runs of one repeated value lasting ≥ 1 s, ("saturated") when ≥ 10 % of samples sit at its min
+    or max, ("implausible_beats") when < 3 beats or a mean rate outside 20–250 bpm, ("low_sqi")
+    when its SQI < 0.5.
 
     Returns (units in the names): n_beats; hr_mean_bpm = 60000 / mean NN; hrv_mean_nn_ms,
     hrv_sdnn_ms (ddof=1), hrv_rmssd_ms, hrv_pnn50_pct over NN intervals = RR intervals of 0.24–3 s
     between successive peaks of one finite stretch (RR never spans a NaN gap or an excluded window);
     irregular_rr_fraction = share of successive NN pairs whose change exceeds 20 % of the earlier;
-    ecg_quality = duration-weighted mean window SQI; usable_fraction = usable window duration /
-    record duration; quality_flag "ok" | "low_quality" (ecg_quality < 0.66 or usable_fraction < 0.5,
-    or < 2 NN intervals) | "no_signal" (no usable window; all other features NaN, n_beats 0);
+    ecg_quality = duration-weighted mean window SQI; usable_fraction = analysed samples (finite
+    stretches ≥ 4 s inside usable windows) / record samples; quality_flag "ok" | "low_quality"
+    (ecg_quality < 0.66 or usable_fraction < 0.5,
+    or < 2 NN intervals, or SDNN > 1000 ms: then SDNN/RMSSD/pNN50 are NaN) | "no_signal" (no usable window; all other features NaN, n_beats 0);
     quality_reason "" when ok, else the codes above with counts, e.g. "flat_linex2".
     """
     leads = _as_leads(signals)
@@ -302,7 +316,7 @@ def ecg_features(
     # Stretch id per peak: RR intervals are taken only between successive peaks of one stretch.
     # A stretch = consecutive usable windows on the same lead, within one finite run of that lead
     # (an excluded window, a lead switch or a NaN gap starts a new stretch).
-    run_starts = [np.array([r[0] for r in _finite_runs(lead, 1)] or [0]) for lead in leads[:2]]
+    run_starts = [np.array([r[0] for r in finite_runs(lead, 1)] or [0]) for lead in leads[:2]]
     parts, keys, block, prev = [], [], 0, None
     for w in windows:
         if not w.usable:
@@ -328,7 +342,7 @@ def ecg_features(
     d_ms = (rr[1:] - rr[:-1])[pair] * 1000.0
     prev_ms = rr[:-1][pair] * 1000.0
 
-    total_usable = sum(w.stop - w.start for w in usable)
+    total_usable = sum(w.usable_samples for w in usable)
     sqi = float(np.average([w.sqi for w in usable], weights=[w.stop - w.start for w in usable]))
     usable_fraction = total_usable / n
     out = {
@@ -338,11 +352,16 @@ def ecg_features(
         "hrv_sdnn_ms": float(nn_ms.std(ddof=1)) if len(nn_ms) > 1 else float("nan"),
         "hrv_rmssd_ms": float(np.sqrt(np.mean(d_ms**2))) if len(d_ms) else float("nan"),
         "hrv_pnn50_pct": float(np.mean(np.abs(d_ms) > 50.0) * 100.0) if len(d_ms) else float("nan"),
-        "irregular_rr_fraction": float(np.mean(np.abs(d_ms) > IRREGULAR_DELTA * prev_ms)) if len(d_ms) else float("nan"),
+        "irregular_rr_fraction": (
+            float(np.mean(np.abs(d_ms) > IRREGULAR_DELTA * prev_ms)) if len(d_ms) else float("nan")
+        ),
         "ecg_quality": sqi,
         "usable_fraction": float(usable_fraction),
     }
     reasons = []
+    if out["hrv_sdnn_ms"] > MAX_SDNN_MS:  # RR series dominated by missed/extra beats, not variability
+        reasons.append("implausible_hrv")
+        out.update({k: float("nan") for k in ("hrv_sdnn_ms", "hrv_rmssd_ms", "hrv_pnn50_pct")})
     if sqi < SQI_OK:
         reasons.append("low_sqi_mean")
     if usable_fraction < USABLE_OK:

@@ -5,10 +5,12 @@ labs around the index date, medication exposure, interview scores, waveform feat
 therapy and the 90-day outcome, with provenance (deliveries and row counts per source) and a
 completeness score. Pure pandas; no Dagster.
 
-Index date: the first post-acute COVID-19 (long-COVID) diagnosis. Therapy: the first study-therapy
-drug or procedure from 7 days before to 30 days after the index date, else `standard_care`.
-Baseline six-minute-walk distance: the measurement closest to the index within [-30, +14] days;
-90-day outcome: the one closest to day 90 within [+60, +120] days.
+Index date: the clinic's baseline assessment, i.e. the first six-minute-walk measurement from 7 days
+before the first post-acute COVID-19 (long-COVID) diagnosis on (the diagnosis date itself when no
+walk test follows). Therapy: the first study-therapy drug or procedure from 7 days before to 30 days
+after the index date, else `standard_care`. Baseline six-minute-walk distance: the measurement
+closest to the index within [-30, +14] days; 90-day outcome: the one closest to day 90 within
+[+60, +120] days.
 """
 
 from __future__ import annotations
@@ -75,13 +77,20 @@ def _latest_person(person: pd.DataFrame) -> pd.DataFrame:
     return p.merge(n_deliv.reset_index(), on=["site_id", "person_id"])
 
 
-def _index_dates(condition: pd.DataFrame) -> pd.DataFrame:
+def _index_dates(condition: pd.DataFrame, measurement: pd.DataFrame) -> pd.DataFrame:
     keys = ["site_id", "person_id"]
     lc = condition[condition["phenotype_group"] == "long_covid"]
-    idx = lc.groupby(keys)["condition_start_datetime"].min().rename("index_date")
+    dx = lc.groupby(keys)["condition_start_datetime"].min().rename("long_covid_date")
     cov = condition[condition["phenotype_group"] == "covid19"]
     first_cov = cov.groupby(keys)["condition_start_datetime"].min().rename("covid_date")
-    return pd.concat([idx, first_cov], axis=1).reset_index()
+    out = pd.concat([dx, first_cov], axis=1).reset_index()
+    walk = measurement.loc[measurement["measurement_concept_code"] == SIX_MWD, keys + ["measurement_datetime"]]
+    walk = walk.merge(out[keys + ["long_covid_date"]].dropna(), on=keys)
+    walk = walk[walk["measurement_datetime"] >= walk["long_covid_date"] - pd.Timedelta(days=7)]
+    first_walk = walk.groupby(keys)["measurement_datetime"].min().rename("first_walk").reset_index()
+    out = out.merge(first_walk, on=keys, how="left")
+    out["index_date"] = out["first_walk"].fillna(out["long_covid_date"])
+    return out.drop(columns=["first_walk"])
 
 
 def _window_pick(events: pd.DataFrame, anchor: pd.DataFrame, time_col: str, value_col: str,
@@ -112,7 +121,7 @@ def build_twins(inp: TwinInputs, *, twin_version: str, built_at: pd.Timestamp) -
     for g in CONDITION_GROUPS:
         twins[f"dx_{g}"] = twins[f"dx_{g}"].fillna(0).astype("int64")
 
-    anchors = _index_dates(inp.condition)
+    anchors = _index_dates(inp.condition, inp.measurement)
     twins = twins.merge(anchors, on=keys, how="left")
     twins["days_since_covid"] = (twins["index_date"] - twins["covid_date"]).dt.days.astype("float64")
 
@@ -206,6 +215,6 @@ def build_twins(inp: TwinInputs, *, twin_version: str, built_at: pd.Timestamp) -
     twins["completeness"] = sources.mean(axis=1).astype("float64")
     twins["twin_version"] = twin_version
     twins["built_at"] = built_at
-    drop = ["covid_date", "gender"]
+    drop = ["covid_date", "long_covid_date", "gender"]
     twins = twins.drop(columns=drop)
     return twins.sort_values(keys).reset_index(drop=True)

@@ -38,6 +38,9 @@ ONSET_FRACTION = 0.1
 MIN_INSP_S = 0.1
 MIN_VOLUME_FRACTION = 0.1
 PEEP_LAST_S = 0.1  # PEEP = mean Paw over the last 0.1 s of expiration (ventMAP: last 5 samples at 50 Hz)
+MIN_RATE_BPM, MAX_RATE_BPM = 4.0, 70.0  # median breath rate outside → not a ventilated patient's flow
+MIN_VT_ML, MAX_VT_ML = 20.0, 3000.0  # median inspired volume outside → not a plausible flow signal
+MIN_PEEP_CMH2O, MAX_PEEP_CMH2O, MAX_PIP_CMH2O = -5.0, 40.0, 120.0  # pressure channel plausibility
 MIN_DRIVING_CMH2O = 1.0  # PIP − PEEP below this → compliance not defined for that breath
 
 
@@ -56,10 +59,11 @@ def breath_segments(flow: np.ndarray, sampling_rate: float) -> pd.DataFrame:
     plus `has_nan` (a NaN flow sample inside the breath). Method: flow is smoothed with a 60 ms
     moving average; an inspiration onset is a rise of the smoothed flow above max(2 L/min, 10 % of
     the 95th percentile of positive flow); the breath starts at the raw flow's upward zero crossing
-    just before the onset and inspiration ends at the raw flow's next downward zero crossing. Candidate inspirations shorter than
-    0.1 s or with less than 10 % of the median inspired volume are merged into the expiration
-    of the previous breath. The trailing inspiration without a following breath start is not a
-    complete breath and is not returned. NaN samples count as zero flow for detection.
+    just before the onset and inspiration ends at the raw flow's next downward zero crossing.
+    Candidate inspirations shorter than 0.1 s or with less than 10 % of the median inspired volume
+    are merged into the expiration of the previous breath. The breath in progress at sample 0 and
+    the trailing one without a following breath start are incomplete and not returned. NaN
+    samples count as zero flow for detection.
     """
     x = np.asarray(flow, dtype=np.float64)
     fs = float(sampling_rate)
@@ -128,7 +132,7 @@ def breath_table(paw: np.ndarray | None, flow: np.ndarray, sampling_rate: float)
     seg = breath_segments(x, fs)
     seg = seg[~seg["has_nan"]].reset_index(drop=True)
     s, i, e = (seg[c].to_numpy() for c in ("start", "insp_end", "end"))
-    csum = np.concatenate(([0.0], np.cumsum(np.nan_to_num(x))))
+    csum = np.concatenate(([0.0], np.cumsum(np.where(np.isfinite(x), x, 0.0))))
     to_ml = 1000.0 / 60.0 / fs
     out = pd.DataFrame(
         {
@@ -144,7 +148,11 @@ def breath_table(paw: np.ndarray | None, flow: np.ndarray, sampling_rate: float)
     )
     out["ie_ratio"] = out["insp_time_s"] / out["exp_time_s"]
     p = None if paw is None else np.asarray(paw, dtype=np.float64)
-    if p is not None and len(p) == len(x) and np.isfinite(p).any():
+    if p is not None:
+        p = np.where(np.isfinite(p), p, np.nan)  # ±inf is as invalid as NaN
+    if p is not None and len(p) != len(x):
+        raise ValueError(f"paw has {len(p)} samples, flow {len(x)}: they must be sampled together")
+    if p is not None and np.isfinite(p).any():
         n_last = max(1, int(round(PEEP_LAST_S * fs)))
         pip, peep = np.full(len(s), np.nan), np.full(len(s), np.nan)
         for k in range(len(s)):
@@ -158,7 +166,9 @@ def breath_table(paw: np.ndarray | None, flow: np.ndarray, sampling_rate: float)
     else:
         out["pip_cmh2o"], out["peep_cmh2o"] = np.nan, np.nan
     driving = out["pip_cmh2o"] - out["peep_cmh2o"]
-    out["dynamic_compliance_ml_cmh2o"] = np.where(driving >= MIN_DRIVING_CMH2O, out["tidal_volume_insp_ml"] / driving, np.nan)
+    out["dynamic_compliance_ml_cmh2o"] = np.where(
+        driving >= MIN_DRIVING_CMH2O, out["tidal_volume_insp_ml"] / driving, np.nan
+    )
     return out
 
 
@@ -175,10 +185,13 @@ def ventilator_features(paw: np.ndarray | None, flow: np.ndarray, sampling_rate:
     tidal_volume_exp_ml, ie_ratio, peep_cmh2o, pip_cmh2o, dynamic_compliance_ml_cmh2o (medians of
     the per-breath values of :func:`breath_table`), minute_ventilation_l_min = Σ VT_exp / Σ breath
     duration (L/min, exhaled, like a ventilator's VE), quality_flag, quality_reason.
-    "no_signal" (NaN features): flow all NaN or flat (< 1 L/min range) or no complete breath.
+    "no_signal" (NaN features, n_breaths 0): flow all NaN or flat (< 1 L/min range), no complete
+    breath, median rate outside 4–70 /min ("implausible_rate") or median inspired volume outside
+    20–3000 mL ("implausible_volume").
     "low_quality": fewer than 3 breaths ("few_breaths"), > 20 % NaN flow ("missing_samples"),
-    no finite Paw ("no_pressure"), median VT_exp / VT_insp outside 0.5–1.5 ("volume_mismatch",
-    leak or flow-sensor drift), median rate outside 4–70 /min ("implausible_rate").
+    no finite Paw ("no_pressure"), PEEP outside −5–40 or PIP above 120 cmH2O
+    ("implausible_pressure"; pressure features set NaN), median VT_exp / VT_insp outside 0.5–1.5
+    ("volume_mismatch", leak or flow-sensor drift).
     """
     x = np.asarray(flow, dtype=np.float64)
     fs = float(sampling_rate)
@@ -204,7 +217,15 @@ def ventilator_features(paw: np.ndarray | None, flow: np.ndarray, sampling_rate:
             table["tidal_volume_exp_ml"].sum() / 1000.0 / ((table["end"] - table["start"]).sum() / fs / 60.0)
         ),
     }
+    if not (MIN_RATE_BPM <= out["resp_rate_bpm"] <= MAX_RATE_BPM):
+        return _nan_features("implausible_rate")
+    if not (MIN_VT_ML <= out["tidal_volume_insp_ml"] <= MAX_VT_ML):
+        return _nan_features("implausible_volume")
     reasons = []
+    if not (MIN_PEEP_CMH2O <= out["peep_cmh2o"] <= MAX_PEEP_CMH2O and out["pip_cmh2o"] <= MAX_PIP_CMH2O):
+        if np.isfinite(out["peep_cmh2o"]):
+            reasons.append("implausible_pressure")
+        out.update(peep_cmh2o=np.nan, pip_cmh2o=np.nan, dynamic_compliance_ml_cmh2o=np.nan)
     if len(table) < 3:
         reasons.append("few_breaths")
     if np.mean(~finite) > 0.2:
@@ -214,8 +235,6 @@ def ventilator_features(paw: np.ndarray | None, flow: np.ndarray, sampling_rate:
     ratio = out["tidal_volume_exp_ml"] / out["tidal_volume_insp_ml"] if out["tidal_volume_insp_ml"] > 0 else np.nan
     if not (0.5 <= ratio <= 1.5):
         reasons.append("volume_mismatch")
-    if not (4.0 <= out["resp_rate_bpm"] <= 70.0):
-        reasons.append("implausible_rate")
     out["quality_flag"] = "low_quality" if reasons else "ok"
     out["quality_reason"] = ";".join(reasons)
     return {k: out[k] for k in VENTILATOR_FEATURE_KEYS}

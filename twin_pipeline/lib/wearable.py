@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import warnings
 
-import neurokit2 as nk
 import numpy as np
 import pandas as pd
 
-from twin_pipeline.lib.ecg import _finite_runs, constant_run_fraction, signal_template_quality
+from twin_pipeline.lib.ecg import finite_runs, constant_run_fraction, neurokit, signal_template_quality
 
 PPG_FEATURE_KEYS: tuple[str, ...] = ("pulse_rate_bpm", "prv_sdnn_ms", "ppg_quality", "quality_flag", "quality_reason")
 ACTIVITY_FEATURE_KEYS: tuple[str, ...] = (
@@ -77,7 +76,8 @@ def ppg_minutes(ppg: np.ndarray, sampling_rate: float) -> pd.DataFrame:
 
     Columns: minute (0-based), usable (bool), reason ("" when usable, else missing_samples |
     flat_line | implausible_beats | low_sqi), n_ibi, pulse_rate_bpm (60 / median IBI of the minute),
-    sqi (template correlation), ibi_ms (array of the minute's accepted IBIs, in ms).
+    sqi (template correlation), ibi_ms (array of the minute's accepted IBIs, in ms), n_samples,
+    n_analysed (samples in finite stretches ≥ 8 s).
     An IBI is accepted when both peaks lie in one finite stretch ≥ 8 s, it is 0.3–2 s long and
     within 30 % of the minute's median IBI. A minute is usable with ≥ 20 s of such stretches,
     a non-flat trace (< 50 % of samples in ≥ 1 s runs of one value), ≥ 5 accepted IBIs and SQI ≥ 0.5.
@@ -85,14 +85,15 @@ def ppg_minutes(ppg: np.ndarray, sampling_rate: float) -> pd.DataFrame:
     x = np.asarray(ppg, dtype=np.float64)
     fs = float(sampling_rate)
     pad = int(round(PPG_PAD_S * fs))
+    nk = neurokit()
     rows = []
     for m, (a, b) in enumerate(_minute_bounds(len(x), fs)):
         lo, hi = max(0, a - pad), min(len(x), b + pad)
         seg = x[lo:hi]
-        row = {"minute": m, "usable": False, "reason": "", "n_ibi": 0, "pulse_rate_bpm": np.nan, "sqi": np.nan,
-               "ibi_ms": np.zeros(0)}
-        runs = _finite_runs(seg, int(round(PPG_MIN_RUN_S * fs)))
+        runs = finite_runs(seg, int(round(PPG_MIN_RUN_S * fs)))
         covered = sum(max(0, min(r1, b - lo) - max(r0, a - lo)) for r0, r1 in runs)
+        row = {"minute": m, "usable": False, "reason": "", "n_ibi": 0, "pulse_rate_bpm": np.nan, "sqi": np.nan,
+               "ibi_ms": np.zeros(0), "n_samples": b - a, "n_analysed": covered}
         core = x[a:b]
         finite = core[np.isfinite(core)]
         if covered < MIN_MINUTE_S * fs:
@@ -134,7 +135,10 @@ def ppg_minutes(ppg: np.ndarray, sampling_rate: float) -> pd.DataFrame:
                 else:
                     row["usable"] = True
         rows.append(row)
-    return pd.DataFrame(rows, columns=["minute", "usable", "reason", "n_ibi", "pulse_rate_bpm", "sqi", "ibi_ms"])
+    return pd.DataFrame(
+        rows,
+        columns=["minute", "usable", "reason", "n_ibi", "pulse_rate_bpm", "sqi", "ibi_ms", "n_samples", "n_analysed"],
+    )
 
 
 def _reason_counts(reasons) -> str:
@@ -158,7 +162,7 @@ def _ppg_from_minutes(minutes: pd.DataFrame) -> dict:
     reasons = []
     if sqi < PPG_SQI_OK:
         reasons.append("low_sqi_mean")
-    if len(usable) / len(minutes) < USABLE_OK:
+    if usable["n_analysed"].sum() / minutes["n_samples"].sum() < USABLE_OK:
         reasons.append("low_usable_fraction")
     out["quality_flag"] = "low_quality" if reasons else "ok"
     out["quality_reason"] = ";".join(reasons)
@@ -171,7 +175,8 @@ def ppg_features(ppg: np.ndarray, sampling_rate: float) -> dict:
     pulse_rate_bpm = 60000 / mean accepted IBI (ms) over usable minutes (see :func:`ppg_minutes`);
     prv_sdnn_ms = SD (ddof=1) of those IBIs; ppg_quality = mean minute SQI weighted by IBI count;
     quality_flag "no_signal" (no usable minute, NaN features; reason = minute reasons with counts),
-    "low_quality" (ppg_quality < 0.86 or < 50 % of minutes usable) or "ok" (reason "").
+    "low_quality" (ppg_quality < 0.86 or < 50 % of the samples analysed in usable minutes) or "ok"
+    (reason "").
     """
     return _ppg_from_minutes(ppg_minutes(ppg, sampling_rate))
 
@@ -183,6 +188,7 @@ def _enmo_mg(acc_g: np.ndarray) -> np.ndarray:
     max(|a| − 1 g, 0); otherwise gravity was already removed and ENMO = |a|.
     """
     a = np.asarray(acc_g, dtype=np.float64)
+    a = np.where(np.isfinite(a), a, np.nan)  # ±inf is as invalid as NaN
     finite = a[np.isfinite(a)]
     with_gravity = finite.size > 0 and 0.5 <= float(np.median(finite)) <= 1.5
     enmo = np.maximum(a - 1.0, 0.0) if with_gravity else np.abs(a)
@@ -191,7 +197,8 @@ def _enmo_mg(acc_g: np.ndarray) -> np.ndarray:
 
 def activity_minutes(acc_g: np.ndarray, sampling_rate: float) -> pd.DataFrame:
     """Per-minute activity: one row per 60 s bin; columns minute, valid (≥ 20 s of finite samples),
-    enmo_mg (mean ENMO of the finite samples, mg), sedentary (< 45 mg), active (≥ 100 mg)."""
+    enmo_mg (mean ENMO of the finite samples, mg), sedentary (< 45 mg), active (≥ 100 mg),
+    n_samples, n_finite."""
     fs = float(sampling_rate)
     enmo = _enmo_mg(acc_g)
     rows = []
@@ -201,8 +208,9 @@ def activity_minutes(acc_g: np.ndarray, sampling_rate: float) -> pd.DataFrame:
         valid = n_finite >= MIN_MINUTE_S * fs
         value = float(np.nanmean(seg)) if valid else np.nan
         rows.append({"minute": m, "valid": valid, "enmo_mg": value,
-                     "sedentary": valid and value < SEDENTARY_MG, "active": valid and value >= ACTIVE_MG})
-    return pd.DataFrame(rows, columns=["minute", "valid", "enmo_mg", "sedentary", "active"])
+                     "sedentary": valid and value < SEDENTARY_MG, "active": valid and value >= ACTIVE_MG,
+                     "n_samples": b - a, "n_finite": n_finite})
+    return pd.DataFrame(rows, columns=["minute", "valid", "enmo_mg", "sedentary", "active", "n_samples", "n_finite"])
 
 
 def _activity_from_minutes(minutes: pd.DataFrame, acc_g: np.ndarray) -> dict:
@@ -216,10 +224,10 @@ def _activity_from_minutes(minutes: pd.DataFrame, acc_g: np.ndarray) -> dict:
         "active_minutes": int(valid["active"].sum()),
     }
     reasons = []
-    if len(valid) / len(minutes) < 0.8:
+    if minutes["n_finite"].sum() / minutes["n_samples"].sum() < 0.8:
         reasons.append("missing_samples")
     a = np.asarray(acc_g, dtype=np.float64)
-    if np.nanstd(a) == 0:
+    if np.nanstd(a[np.isfinite(a)]) == 0:
         reasons.append("flat_signal")
     out["quality_flag"] = "low_quality" if reasons else "ok"
     out["quality_reason"] = ";".join(reasons)
@@ -232,7 +240,7 @@ def activity_features(acc_g: np.ndarray, sampling_rate: float) -> dict:
     activity_counts_per_min = mean over valid minutes of the minute's mean ENMO in mg (the
     "count" of this pipeline: ENMO-mg per minute, not ActiGraph counts); sedentary_fraction =
     share of valid minutes < 45 mg; active_minutes = number of valid minutes ≥ 100 mg;
-    quality_flag "no_signal" (no valid minute) | "low_quality" (< 80 % of minutes valid:
+    quality_flag "no_signal" (no valid minute) | "low_quality" (< 80 % of samples finite:
     "missing_samples"; zero variance: "flat_signal") | "ok".
     """
     return _activity_from_minutes(activity_minutes(acc_g, sampling_rate), acc_g)

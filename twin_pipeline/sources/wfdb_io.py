@@ -140,7 +140,7 @@ def read_record(
     fs = float(header.fs)
     if not fs > 0:
         raise WaveformReadError(f"record {stem} has a non-positive sampling frequency {header.fs!r}")
-    if (header.sig_len or 0) == 0:
+    if header.sig_len == 0:  # e.g. the layout header of a variable-layout multi-segment record
         raise WaveformReadError(f"record {stem} has no samples (header signal length 0)")
 
     try:
@@ -161,13 +161,11 @@ def read_record(
                 rec = wfdb.rdrecord(str(stem), channel_names=channels, smooth_frames=False, return_res=64)
                 per_channel = list(rec.e_p_signal)
                 n_frames = min(len(x) // k for x, k in zip(per_channel, spf))
-    except WaveformReadError:
-        raise
     except Exception as exc:  # missing/truncated .dat, header longer than data, bad format, ...
         raise WaveformReadError(f"cannot read WFDB record {stem}: {type(exc).__name__}: {exc}") from exc
 
-    expected = int(header.sig_len)
-    if n_frames != expected:
+    expected = header.sig_len  # None when the header leaves the length to the signal file's size
+    if expected is not None and n_frames != int(expected):
         raise WaveformReadError(
             f"record {stem}: header promises {expected} samples per channel, the signal files hold {n_frames}"
         )

@@ -142,3 +142,15 @@ def test_pb840_missing_or_empty_file_raises(tmp_path):
     empty.write_text("BS, S:1,\nBE\n")
     with pytest.raises(WaveformReadError, match="empty.csv"):
         read_pb840(empty)
+
+
+def test_implausible_breathing_is_no_signal_not_a_gate_breaker():
+    t = np.arange(50 * 60) / 50
+    buzz = 30 * np.sin(2 * np.pi * 2.0 * t)  # 120 "breaths"/min: an oscillation, not ventilation
+    feats = ventilator_features(np.full(len(t), 5.0), buzz, 50)
+    assert feats["quality_flag"] == "no_signal" and feats["quality_reason"] == "implausible_rate"
+    assert np.isnan(feats["resp_rate_bpm"])
+    paw, flow = ventilator_simulate(60, 50)
+    bad_paw = ventilator_features(paw * 10, flow, 50)  # PEEP 50 cmH2O: a mis-scaled pressure channel
+    assert bad_paw["quality_flag"] == "low_quality" and "implausible_pressure" in bad_paw["quality_reason"]
+    assert np.isnan(bad_paw["peep_cmh2o"]) and _close(bad_paw["tidal_volume_insp_ml"], 500)

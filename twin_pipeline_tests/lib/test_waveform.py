@@ -16,7 +16,9 @@ from twin_pipeline.sources.wfdb_io import WaveformReadError, read_record
 BEDSIDE = Path(__file__).resolve().parents[3] / "shared" / "data" / "bedside"
 
 
-def _write(tmp_path: Path, name: str, fs: float, sig_names: list[str], units: list[str], cols: list[np.ndarray]) -> Path:
+def _write(
+    tmp_path: Path, name: str, fs: float, sig_names: list[str], units: list[str], cols: list[np.ndarray]
+) -> Path:
     wfdb.wrsamp(name, fs=fs, units=units, sig_name=sig_names, p_signal=np.column_stack(cols),
                 fmt=["16"] * len(cols), write_dir=str(tmp_path))
     return tmp_path / name
@@ -82,6 +84,16 @@ def test_wearable_record(tmp_path):
     assert feats["sedentary_fraction"] == 1.0 and feats["quality_flag"] == "ok"
 
 
+def test_wearable_record_without_acc_keeps_ppg_features(tmp_path):
+    ppg = nk.ppg_simulate(duration=120, sampling_rate=50, heart_rate=80, random_state=4)
+    rec = _write(tmp_path, "wear_2", 50, ["PPG"], ["adu"], [ppg * 1000])
+    feats = record_features(rec, "wearable")
+    assert abs(feats["pulse_rate_bpm"] - 80) <= 3 and feats["ppg_quality_flag"] == "ok"
+    assert feats["activity_quality_flag"] == "no_signal"
+    assert feats["activity_quality_reason"] == "missing_channel:ACC"
+    assert feats["quality_flag"] == "no_signal" and feats["quality_reason"] == "activity:missing_channel:ACC"
+
+
 def test_ecg_record_with_invalid_run_and_flat_record(tmp_path):
     rec = _ecg_record(tmp_path, hr=70)
     d = wfdb.rdrecord(str(rec), physical=False)
@@ -120,3 +132,34 @@ def test_real_bedside_records_as_ecg_monitor():
     reference = nk.ecg_findpeaks(cleaned, sampling_rate=500, method="pantompkins1985")["ECG_R_Peaks"]
     reference_hr = 60.0 / np.mean(np.diff(reference) / 500)  # an independent detector
     assert mimic["quality_flag"] == "ok" and abs(mimic["hr_mean_bpm"] - reference_hr) < 2
+
+
+def _adversarial(n: int, seed: int) -> list[np.ndarray]:
+    """Signals a broken device can deliver: NaN bursts, stuck values, spikes, rails, tiny lengths."""
+    rng = np.random.default_rng(seed)
+    base = np.sin(np.arange(n) / 7.0)
+    bursts = base.copy()
+    for start in rng.integers(0, n, 20):
+        bursts[start : start + rng.integers(1, 400)] = np.nan
+    stuck = base.copy()
+    stuck[n // 3 :] = 0.123
+    spikes = base.copy()
+    spikes[rng.integers(0, n, 50)] = 1e4
+    alternating = np.where(np.arange(n) % 2, np.nan, 1.0)
+    return [bursts, stuck, spikes, alternating, np.clip(base * 50, -1, 1), base[:3], np.zeros(0), np.full(n, np.inf)]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_features_flag_garbage_instead_of_raising(seed):
+    from twin_pipeline.lib.ecg import ecg_features
+    from twin_pipeline.lib.ventilator import ventilator_features
+    from twin_pipeline.lib.wearable import wearable_features
+
+    for x in _adversarial(50 * 90, seed):
+        ecg = ecg_features({"MLII": x, "V5": x[::-1].copy()}, 250)
+        vent = ventilator_features(x[::-1].copy(), x, 50)
+        wear = wearable_features(x, x, 50)
+        for feats in (ecg, vent, wear):
+            assert feats["quality_flag"] in ("ok", "low_quality", "no_signal")
+            assert isinstance(feats["quality_reason"], str)
+            assert feats["quality_flag"] == "ok" or feats["quality_reason"] != ""

@@ -46,24 +46,22 @@ EHR_DESCRIPTIONS = {
 }
 
 
-def _specs():
-    specs = []
-    for name in EHR_OUTPUTS:
-        specs.append(
-            dg.AssetSpec(
-                key=["deid", name],
-                group_name="deid",
-                description=EHR_DESCRIPTIONS[name],
-                kinds={"duckdb", "pandas"},
-                partitions_def=site_delivery_partitions,
-                metadata={"partition_expr": PARTITION_EXPR},
-            )
+def _outs() -> dict[str, dg.AssetOut]:
+    return {
+        dg.AssetKey(["deid", name]).to_python_identifier(): dg.AssetOut(
+            key=["deid", name],
+            group_name="deid",
+            description=EHR_DESCRIPTIONS[name],
+            kinds={"duckdb", "pandas"},
+            metadata={"partition_expr": PARTITION_EXPR},
         )
-    return specs
+        for name in EHR_OUTPUTS
+    }
 
 
 @dg.multi_asset(
-    specs=_specs(),
+    outs=_outs(),
+    partitions_def=site_delivery_partitions,
     check_specs=[s for name, (_, suite) in EHR_OUTPUTS.items() for s in gated_outputs(["deid", name], suite)],
     pool=WAREHOUSE_POOL,
     can_subset=False,

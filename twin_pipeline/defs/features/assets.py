@@ -53,18 +53,17 @@ def extract_all(paths_kinds: list[tuple[str, str]], workers: int, min_records_fo
 
 
 @dg.multi_asset(
-    specs=[
-        dg.AssetSpec(
+    outs={
+        dg.AssetKey(["features", table]).to_python_identifier(): dg.AssetOut(
             key=["features", table],
             group_name="features",
             description=DESCRIPTIONS[kind],
             kinds={"duckdb", "pandas", "neurokit2"},
-            partitions_def=site_delivery_partitions,
             metadata={"partition_expr": PARTITION_EXPR},
-            deps=[dg.AssetDep(["deid", "waveform_record"])],
         )
         for kind, (table, _) in FEATURE_SUITES.items()
-    ],
+    },
+    partitions_def=site_delivery_partitions,
     ins={"records": dg.AssetIn(key=["deid", "waveform_record"])},
     check_specs=[s for _, (table, suite) in FEATURE_SUITES.items() for s in gated_outputs(["features", table], suite)],
     pool=WAREHOUSE_POOL,
@@ -81,7 +80,8 @@ def waveform_features(context: dg.AssetExecutionContext, config: WaveformFeature
         mask = records["device_kind"] == kind
         cols = feature_columns(kind)
         part = feats.loc[mask].reindex(columns=cols)
-        df = pd.concat([records.loc[mask, base_cols], part], axis=1).reset_index(drop=True)
+        keep = [c for c in base_cols if c not in cols]
+        df = pd.concat([records.loc[mask, keep], part], axis=1).reset_index(drop=True)
         for c in cols:
             if c in ("quality_flag", "quality_reason"):
                 df[c] = df[c].astype("string")

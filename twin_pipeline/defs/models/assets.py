@@ -48,22 +48,20 @@ def _flat_metrics(diag: dict, prefix: str = "") -> dict[str, float]:
 
 
 @dg.multi_asset(
-    specs=[
-        dg.AssetSpec(
+    outs={
+        "ml__treatment_effect_model": dg.AssetOut(
             key=["ml", "treatment_effect_model"],
             group_name="ml",
             description="One row per fitted estimator run: MLflow run id, model URI and aggregate diagnostics.",
             kinds={"mlflow", "scikit-learn", "duckdb"},
-            deps=[dg.AssetKey(["twin", "patient_twin"])],
         ),
-        dg.AssetSpec(
+        "ml__treatment_simulation": dg.AssetOut(
             key=["ml", "treatment_simulation"],
             group_name="ml",
             description="One row per twin × therapy: simulated 90-day 6MWD (mean, p10, p90), P(best), recommendation.",
             kinds={"numpy", "duckdb"},
-            deps=[dg.AssetKey(["twin", "patient_twin"])],
         ),
-    ],
+    },
     ins={"twins": dg.AssetIn(key=["twin", "patient_twin"])},
     check_specs=gated_outputs(["ml", "treatment_effect_model"], suites.ml_treatment_effect_model)
     + gated_outputs(["ml", "treatment_simulation"], suites.ml_treatment_simulation),

@@ -47,18 +47,17 @@ def _out_name(table: str) -> str:
 
 
 @dg.multi_asset(
-    specs=[
-        dg.AssetSpec(
+    outs={
+        _out_name(t): dg.AssetOut(
             key=["omop", t],
             group_name="omop",
             description=desc,
             kinds={"duckdb", "pandas"},
-            partitions_def=site_delivery_partitions,
             metadata={"partition_expr": PARTITION_EXPR},
-            deps=[dg.AssetDep(["deid", d]) for d in DEID_INPUTS],
         )
         for t, (_, desc) in OMOP_OUTPUTS.items()
-    ],
+    },
+    partitions_def=site_delivery_partitions,
     ins={f"deid_{d}": dg.AssetIn(key=["deid", d]) for d in DEID_INPUTS},
     check_specs=[s for t, (suite, _) in OMOP_OUTPUTS.items() for s in gated_outputs(["omop", t], suite)]
     + [

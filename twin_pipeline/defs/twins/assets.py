@@ -18,10 +18,13 @@ FEATURE_TABLES = {
 }
 
 
-def read_table(conn, schema: str, table: str) -> pd.DataFrame:
+def read_table(conn, schema: str, table: str, *, optional: bool = False) -> pd.DataFrame:
+    """Read a whole warehouse table. Optional tables (a device no site has yet) read as empty."""
     exists = conn.execute(
         "select count(*) from information_schema.tables where table_schema = ? and table_name = ?", [schema, table]
     ).fetchone()[0]
+    if not exists and optional:
+        return pd.DataFrame()
     if not exists:
         raise dg.Failure(
             f"warehouse table {schema}.{table} does not exist: materialize the site × delivery partitions "
@@ -33,8 +36,8 @@ def read_table(conn, schema: str, table: str) -> pd.DataFrame:
 def load_twin_inputs(warehouse: DuckDBResource) -> TwinInputs:
     with warehouse.get_connection() as conn:
         omop = {t: read_table(conn, "omop", t) for t in OMOP_TABLES}
-        interviews = read_table(conn, "features", "interview_scores")
-        waves = {k: read_table(conn, "features", t) for k, t in FEATURE_TABLES.items()}
+        interviews = read_table(conn, "features", "interview_scores", optional=True)
+        waves = {k: read_table(conn, "features", t, optional=True) for k, t in FEATURE_TABLES.items()}
     return TwinInputs(
         person=omop["person"],
         condition=omop["condition_occurrence"],
