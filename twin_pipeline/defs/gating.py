@@ -26,8 +26,9 @@ def delivery_status(landing: LandingResource, site_id: str, delivery_id: str) ->
     return True
 
 
-def gated_outputs(asset_key: list[str], suite_fn: Callable) -> list[dg.AssetCheckSpec]:
-    """The blocking Great Expectations gate declared for one asset."""
+def gated_outputs(asset_key: list[str], suite_fn: Callable, partitions_def=None) -> list[dg.AssetCheckSpec]:
+    """The blocking Great Expectations gate declared for one asset (recorded per partition when
+    the asset is partitioned)."""
     name = suite_fn.suite_name
     return [
         gate_check_spec(
@@ -35,8 +36,36 @@ def gated_outputs(asset_key: list[str], suite_fn: Callable) -> list[dg.AssetChec
             name,
             blocking=True,
             description=f"Great Expectations suite `{name}` (blocking): schema, keys, ranges, PHI absence.",
+            partitions_def=partitions_def,
         )
     ]
+
+
+def gate_then_output(
+    asset_key: list[str],
+    df: pd.DataFrame,
+    suite_fn: Callable,
+    *,
+    output_name: str,
+    metadata: dict,
+    delivery_present: bool = True,
+) -> Iterator[dg.AssetCheckResult | dg.Output]:
+    """For the privacy boundary: evaluate the gate first and store the frame only if it passed.
+
+    A failing `deid` frame never reaches the warehouse; the step fails naming the asset and the
+    failed expectations (aggregates only), and everything downstream is not executed.
+    """
+    key = dg.AssetKey(asset_key)
+    results = list(gate_results(asset_key, df, suite_fn, delivery_present=delivery_present))
+    yield from results
+    failed = [r for r in results if not r.passed]
+    if failed:
+        names = failed[0].metadata.get("failed_expectation_names")
+        raise dg.Failure(
+            description=f"blocking gate {failed[0].check_name} failed for {key.to_user_string()}; "
+            f"output not stored. Failed expectations: {getattr(names, 'value', names)}",
+        )
+    yield dg.Output(df, output_name=output_name, metadata=metadata)
 
 
 def gate_results(

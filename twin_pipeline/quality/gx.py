@@ -194,7 +194,9 @@ def build_gx_asset_check(
         asset_key: the guarded asset; if an ``AssetsDefinition`` is given and ``partitions_def``
             is None, the asset's own partitions definition is used.
         suite_fn: zero-argument function returning the ``gx.ExpectationSuite``.
-        name: check name; default ``gx_<suite_fn name>``.
+        name: check name; default :func:`gate_check_name` of ``suite_fn.suite_name`` if set
+            (as by ``quality.suites``), else of ``suite_fn.__name__`` (so it matches the name
+            an in-asset :func:`gate_check_spec` for the same suite would use).
         blocking: a failed ERROR result stops downstream assets in the same run.
         partitions_def: the asset's partitions definition, making the check partition-aware
             (Dagster preview feature in 1.13; must equal the asset's).
@@ -204,9 +206,9 @@ def build_gx_asset_check(
     key = _asset_key(asset_key)
     if partitions_def is None and isinstance(asset_key, dg.AssetsDefinition):
         partitions_def = asset_key.partitions_def
-    fn_name = getattr(suite_fn, "__name__", "")
+    suite_name = getattr(suite_fn, "suite_name", None) or getattr(suite_fn, "__name__", "")
     check_name = name or (
-        gate_check_name(fn_name) if fn_name.isidentifier() and fn_name != "<lambda>" else "gx_gate"
+        gate_check_name(suite_name) if suite_name and suite_name != "<lambda>" else "gx_gate"
     )
 
     def _gx_check(asset_value: pd.DataFrame) -> dg.AssetCheckResult:

@@ -112,8 +112,12 @@ def test_failed_blocking_gate_stops_downstream_in_the_same_run(tiny_cohort, tmp_
     meta = evals["deid/waveform_record"].metadata
     assert "sampling_rate_hz" in str(meta)
     materialized = {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()}
-    assert "deid/waveform_record" in materialized
+    assert "deid/waveform_record" not in materialized  # privacy boundary: a failing frame is not stored
     assert "features/ecg_record_features" not in materialized  # blocked downstream
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
+    tables = {r[0] for r in con.execute("select table_name from information_schema.tables").fetchall()}
+    con.close()
+    assert "waveform_record" not in tables and "person" in tables
     assert "features/interview_scores" in materialized  # unrelated branch still ran
     assert not result.success
 

@@ -43,7 +43,12 @@ def logged(tmp_path_factory):
         model=model,
         params={"n_models": 1, "cohort": "test"},
         metrics=diag,
-        tags={"dagster_run_id": "run-123", "asset_key": "ml/effect_model", "partition": "site_a", "git_commit": "abc"},
+        tags={
+            "dagster_run_id": "run-123",
+            "asset_key": "ml/effect_model",
+            "partition": "site_a",
+            "git_commit": "abc",
+        },
         input_example=df,  # a frame of patients: only its medians may be logged
         dataset_df=df,  # with identifier columns: only model columns may be logged
         dataset_source=SOURCE,
@@ -83,7 +88,7 @@ def test_params_metrics_tags_and_dataset(logged):
     assert run.data.metrics["dr_ate_colchicine"] == pytest.approx(diag["dr_ate_colchicine"])
     assert run.data.metrics["n_outside_overlap"] == diag["n_outside_overlap"]
     assert run.data.params["reference_arm"] == "standard_care"
-    assert run.data.params["outcome_params.max_iter"] == "200"
+    assert run.data.params["outcome_params.max_iter"] == "100"
     assert run.data.params["cohort"] == "test"
     assert run.data.tags["dagster_run_id"] == "run-123"
     assert run.data.tags["partition"] == "site_a"

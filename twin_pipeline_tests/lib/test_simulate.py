@@ -47,6 +47,7 @@ def test_simulation_table_shape_and_bookkeeping(cohort, ensemble):
     assert list(sim["therapy"].iloc[:k]) == list(ARMS)
     assert (sim["person_id"].to_numpy()[::k] == X["person_id"].to_numpy()).all()
     assert (sim["twin_index"].to_numpy()[::k] == np.arange(n)).all()
+    assert (sim["site_id"] == "site_a").all()
     per_twin = sim.groupby("twin_index")
     np.testing.assert_allclose(per_twin["prob_best"].sum(), 1.0)
     assert (per_twin["recommended"].sum() == 1).all()
@@ -82,7 +83,7 @@ def test_without_noise_chunking_does_not_change_results(cohort, ensemble):
 
 
 def test_single_model_without_noise_is_deterministic(cohort, ensemble):
-    X = cohort.iloc[:60].drop(columns=["person_id"])
+    X = cohort.iloc[:60].drop(columns=["person_id", "site_id"])
     sim = simulate_treatments(ensemble[:1], X, noise_sd=0.0, n_draws=5)
     pred = ensemble[0].predict_outcomes(X)
     mean = sim["mean"].to_numpy().reshape(len(X), -1)
@@ -91,7 +92,7 @@ def test_single_model_without_noise_is_deterministic(cohort, ensemble):
     prob = sim["prob_best"].to_numpy().reshape(len(X), -1)
     np.testing.assert_array_equal(prob.argmax(axis=1), pred.argmax(axis=1))
     assert set(np.unique(prob)) <= {0.0, 1.0}
-    assert "person_id" not in sim.columns
+    assert "person_id" not in sim.columns and "site_id" not in sim.columns
 
 
 def test_more_noise_means_less_certainty(cohort, ensemble):
@@ -108,7 +109,8 @@ def test_draws_and_summaries_by_hand():
     s = summarize_draws(draws)
     np.testing.assert_allclose(s["mean"], [[2.0, 3.5]])
     np.testing.assert_allclose(s["prob_best"], [[0.5, 0.5]])
-    shared = simulate_draws(np.zeros((1, 2000, 2)), noise_sd=1.0, n_draws=3, rng=np.random.default_rng(0), noise_corr=1.0)
+    rng = np.random.default_rng(0)
+    shared = simulate_draws(np.zeros((1, 2000, 2)), noise_sd=1.0, n_draws=3, rng=rng, noise_corr=1.0)
     np.testing.assert_allclose(shared[..., 0], shared[..., 1], atol=1e-6)
 
 

@@ -66,7 +66,8 @@ def test_table_suite_builds_the_documented_expectations():
         assert t in types, t
     match_set = next(e for e in suite.expectations if e.expectation_type.endswith("match_set"))
     assert match_set.exact_match is False
-    between = next(e for e in suite.expectations if e.expectation_type == "expect_column_values_to_be_between")
+    between_type = "expect_column_values_to_be_between"
+    between = next(e for e in suite.expectations if e.expectation_type == between_type)
     assert between.mostly == 1.0
     # one key column -> plain column uniqueness
     single = table_suite("t", columns=["a"], unique=["a"], min_rows=0)

@@ -76,7 +76,7 @@ def _run(assets, **kwargs) -> dg.ExecuteInProcessResult:
 
 
 def _evaluations(result) -> list:
-    return [e for e in result.get_asset_check_evaluations()]
+    return list(result.get_asset_check_evaluations())
 
 
 def _materialized(result, key: dg.AssetKey) -> bool:
@@ -121,7 +121,8 @@ def test_in_asset_gate_passes_and_downstream_runs(gated):
 
 @pytest.mark.parametrize("gated", [False, True], ids=["output_then_check", "gated_output"])
 def test_in_asset_blocking_failure_stops_downstream(gated):
-    result = _run([_in_asset_upstream("range", gated=gated), _downstream()])
+    instance = dg.DagsterInstance.ephemeral()
+    result = _run([_in_asset_upstream("range", gated=gated), _downstream()], instance=instance)
     assert not result.success
     (ev,) = _evaluations(result)
     assert not ev.passed and ev.severity == dg.AssetCheckSeverity.ERROR
@@ -134,6 +135,9 @@ def test_in_asset_blocking_failure_stops_downstream(gated):
     started = {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
     assert "omop__person" not in started
     assert not _materialized(result, PERSON)
+    # the run log says why the downstream step did not run
+    messages = [r.user_message for r in instance.all_logs(result.run_id)]
+    assert any("omop__person" in m and "Not executing" in m for m in messages)
     # output-then-check has already stored the failing frame; gated_output has not
     assert _materialized(result, PATIENTS) is (not gated)
     failure = result.get_step_failure_events()[0].event_specific_data.error
@@ -145,7 +149,9 @@ def test_warn_severity_reports_but_does_not_block():
     @dg.asset(key=PATIENTS, check_specs=[gate_check_spec(PATIENTS, "deid.patients")])
     def patients():
         df = _frame("range")
-        yield from gated_output(PATIENTS, df, patients_suite(), severity=dg.AssetCheckSeverity.WARN)
+        yield from gated_output(
+            PATIENTS, df, patients_suite(), severity=dg.AssetCheckSeverity.WARN
+        )
 
     result = _run([patients, _downstream()])
     assert result.success
@@ -230,13 +236,17 @@ def test_partitioned_in_asset_gate_with_duckdb(bad, partitioned_instance, duckdb
     assert result.success is (bad is None)
     assert _materialized(result, PERSON) is (bad is None)
     with duckdb.connect(duckdb_path, read_only=True) as con:
-        tables = {r[0] for r in con.execute("select table_schema||'.'||table_name from information_schema.tables").fetchall()}
+        sql = "select table_schema || '.' || table_name from information_schema.tables"
+        tables = {row[0] for row in con.execute(sql).fetchall()}
         assert ("omop.person" in tables) is (bad is None)
-        n = con.execute("select count(*) from deid.patients where site_id = ?", [SITE]).fetchone()[0]
+        sql = "select count(*) from deid.patients where site_id = ?"
+        n = con.execute(sql, [SITE]).fetchone()[0]
         assert n == 3  # output-then-check: the frame is stored even when the gate fails
 
 
-def test_stock_duckdb_io_manager_fails_on_dynamic_multi_partitions(partitioned_instance, duckdb_path):
+def test_stock_duckdb_io_manager_fails_on_dynamic_multi_partitions(
+    partitioned_instance, duckdb_path
+):
     """Documents the Dagster 1.13 bug the PartitionSafe IO manager works around."""
     from dagster_duckdb_pandas import DuckDBPandasIOManager
 
@@ -285,6 +295,17 @@ def test_standalone_check_unpartitioned_blocks_downstream(bad, duckdb_path):
             "deid__patients_gx_patients_suite"
         ]
         assert FAKE_SSN not in _text_of(ev)
+
+
+def test_standalone_check_name_follows_suite_name_attribute():
+    def deid_patients():
+        return patients_suite()
+
+    deid_patients.suite_name = "deid.patients"
+    check = build_gx_asset_check(PATIENTS, deid_patients)
+    spec = gate_check_spec(PATIENTS, "deid.patients")
+    assert check.check_keys == {dg.AssetCheckKey(PATIENTS, spec.name)}
+    assert next(iter(check.check_specs)).blocking
 
 
 @pytest.mark.parametrize("bad", [None, "range"], ids=["pass", "fail"])

@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from twin_pipeline.defs.gating import delivery_status, gate_results, gated_outputs, output_metadata
+from twin_pipeline.defs.gating import delivery_status, gate_then_output, gated_outputs, output_metadata
 from twin_pipeline.defs.partitions import (
     PARTITION_EXPR,
     WAREHOUSE_POOL,
@@ -62,7 +62,7 @@ def _outs() -> dict[str, dg.AssetOut]:
 @dg.multi_asset(
     outs=_outs(),
     partitions_def=site_delivery_partitions,
-    check_specs=[s for name, (_, suite) in EHR_OUTPUTS.items() for s in gated_outputs(["deid", name], suite)],
+    check_specs=[s for name, (_, suite) in EHR_OUTPUTS.items() for s in gated_outputs(["deid", name], suite, site_delivery_partitions)],
     pool=WAREHOUSE_POOL,
     can_subset=False,
 )
@@ -90,8 +90,8 @@ def deid_ehr(context: dg.AssetExecutionContext, landing: LandingResource, deid: 
         meta = output_metadata(df, received=c["received"], quarantined=c["quarantined"], delivery_present=present)
         meta["quarantine_reasons"] = dg.MetadataValue.json(quarantine.reasons(f"ehr_{table}"))
         meta["file_present"] = load.tables[table].file_present
-        yield dg.Output(df, output_name=dg.AssetKey(["deid", name]).to_python_identifier(), metadata=meta)
-        yield from gate_results(["deid", name], df, suite, delivery_present=present)
+        yield from gate_then_output(["deid", name], df, suite, delivery_present=present, metadata=meta,
+                                    output_name=dg.AssetKey(["deid", name]).to_python_identifier())
     total_q = sum(c["quarantined"] for c in counts.values())
     context.log.info(
         f"{site_id}/{delivery_id}: received {sum(c['received'] for c in counts.values())} EHR rows, "
@@ -105,7 +105,7 @@ def deid_ehr(context: dg.AssetExecutionContext, landing: LandingResource, deid: 
     kinds={"duckdb", "pandas"},
     partitions_def=site_delivery_partitions,
     metadata={"partition_expr": PARTITION_EXPR},
-    check_specs=gated_outputs(["deid", "interview"], suites.deid_interview),
+    check_specs=gated_outputs(["deid", "interview"], suites.deid_interview, site_delivery_partitions),
     pool=WAREHOUSE_POOL,
 )
 def deid_interview(context: dg.AssetExecutionContext, landing: LandingResource, deid: DeidResource):
@@ -126,8 +126,8 @@ def deid_interview(context: dg.AssetExecutionContext, landing: LandingResource, 
     quarantine.write(["interviews_records", "interviews_dictionary"])
     meta = output_metadata(df, received=load.received, quarantined=load.quarantined, delivery_present=present)
     meta["quarantine_reasons"] = dg.MetadataValue.json(quarantine.reasons("interviews_records"))
-    yield dg.Output(df, metadata=meta)
-    yield from gate_results(["deid", "interview"], df, suites.deid_interview, delivery_present=present)
+    yield from gate_then_output(["deid", "interview"], df, suites.deid_interview, delivery_present=present,
+                                metadata=meta, output_name="result")
 
 
 @dg.asset(
@@ -136,7 +136,7 @@ def deid_interview(context: dg.AssetExecutionContext, landing: LandingResource, 
     kinds={"duckdb", "pandas", "wfdb"},
     partitions_def=site_delivery_partitions,
     metadata={"partition_expr": PARTITION_EXPR},
-    check_specs=gated_outputs(["deid", "waveform_record"], suites.deid_waveform_record),
+    check_specs=gated_outputs(["deid", "waveform_record"], suites.deid_waveform_record, site_delivery_partitions),
     pool=WAREHOUSE_POOL,
 )
 def deid_waveform_record(
@@ -186,5 +186,5 @@ def deid_waveform_record(
     meta = output_metadata(df, received=man.received, quarantined=q, delivery_present=present)
     meta["records_by_device"] = dg.MetadataValue.json(df["device_kind"].value_counts().to_dict() if len(df) else {})
     meta["waveform_hours"] = float(df["duration_s"].sum() / 3600.0) if len(df) else 0.0
-    yield dg.Output(df, metadata=meta)
-    yield from gate_results(["deid", "waveform_record"], df, suites.deid_waveform_record, delivery_present=present)
+    yield from gate_then_output(["deid", "waveform_record"], df, suites.deid_waveform_record,
+                                delivery_present=present, metadata=meta, output_name="result")

@@ -65,7 +65,7 @@ def extract_all(paths_kinds: list[tuple[str, str]], workers: int, min_records_fo
     },
     partitions_def=site_delivery_partitions,
     ins={"records": dg.AssetIn(key=["deid", "waveform_record"])},
-    check_specs=[s for _, (table, suite) in FEATURE_SUITES.items() for s in gated_outputs(["features", table], suite)],
+    check_specs=[s for _, (table, suite) in FEATURE_SUITES.items() for s in gated_outputs(["features", table], suite, site_delivery_partitions)],
     pool=WAREHOUSE_POOL,
     can_subset=False,
 )
@@ -103,7 +103,7 @@ def waveform_features(context: dg.AssetExecutionContext, config: WaveformFeature
     partitions_def=site_delivery_partitions,
     metadata={"partition_expr": PARTITION_EXPR},
     ins={"interviews": dg.AssetIn(key=["deid", "interview"])},
-    check_specs=gated_outputs(["features", "interview_scores"], suites.features_interview_scores),
+    check_specs=gated_outputs(["features", "interview_scores"], suites.features_interview_scores, site_delivery_partitions),
     pool=WAREHOUSE_POOL,
 )
 def interview_scores_asset(context: dg.AssetExecutionContext, interviews: pd.DataFrame):

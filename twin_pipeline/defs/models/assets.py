@@ -132,7 +132,7 @@ def treatment_models(
     yield dg.Output(summary, output_name="ml__treatment_effect_model", metadata=meta)
     yield from gate_results(["ml", "treatment_effect_model"], summary, suites.ml_treatment_effect_model)
 
-    ensemble = effects.fit_ensemble(train, MODEL_FEATURES, n_models=config.n_ensemble, seed=config.seed)
+    ensemble = simulate.fit_ensemble(train, MODEL_FEATURES, n_models=config.n_ensemble, seed=config.seed)
     rmse = [v for k, v in metrics.items() if "rmse" in k.lower()]
     noise_sd = float(np.median(rmse)) if rmse else float(train["outcome_6mwd_90d_m"].std())
     X = twins[["site_id", "person_id"] + MODEL_FEATURES].reset_index(drop=True)

@@ -1,6 +1,7 @@
 """`omop` layer: the common language. OMOP-CDM-shaped tables with standard codes and canonical units."""
 
 
+import warnings
 from pathlib import Path
 
 import dagster as dg
@@ -42,6 +43,12 @@ class HarmonizeConfig(dg.Config):
     )
 
 
+def coverage_check_spec(name: str, **kw) -> dg.AssetCheckSpec:
+    with warnings.catch_warnings():  # partition-scoped check specs are a Dagster 1.13 preview feature
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return dg.AssetCheckSpec(name, partitions_def=site_delivery_partitions, **kw)
+
+
 def _out_name(table: str) -> str:
     return dg.AssetKey(["omop", table]).to_python_identifier()
 
@@ -59,9 +66,9 @@ def _out_name(table: str) -> str:
     },
     partitions_def=site_delivery_partitions,
     ins={f"deid_{d}": dg.AssetIn(key=["deid", d]) for d in DEID_INPUTS},
-    check_specs=[s for t, (suite, _) in OMOP_OUTPUTS.items() for s in gated_outputs(["omop", t], suite)]
+    check_specs=[s for t, (suite, _) in OMOP_OUTPUTS.items() for s in gated_outputs(["omop", t], suite, site_delivery_partitions)]
     + [
-        dg.AssetCheckSpec(
+        coverage_check_spec(
             "mapping_coverage",
             asset=["omop", "condition_occurrence"],
             blocking=True,
@@ -88,7 +95,7 @@ def harmonize(context: dg.AssetExecutionContext, config: HarmonizeConfig, landin
         quarantine.reject_rows("omop_measurement", rejected.drop(columns="_reason"), rejected["_reason"] + where)
     quarantine.write(["omop_measurement"])
     interview_obs = hz.harmonize_interviews(t["interview"], ANSWER_FIELDS)
-    observation = pd.concat([obs_text, interview_obs], ignore_index=True)
+    observation = pd.concat([f for f in (obs_text, interview_obs) if len(f)] or [interview_obs], ignore_index=True)
     observation["value_as_string"] = observation.get("value_as_string", pd.Series(dtype="string")).astype("string")
     outputs = {
         "person": hz.harmonize_person(t["person"]),
