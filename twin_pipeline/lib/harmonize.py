@@ -153,8 +153,8 @@ def harmonize_drugs(med: pd.DataFrame, vocab: Vocabulary) -> pd.DataFrame:
     out["drug_concept_code"] = src.map(m["ingredient_code"]).fillna(UNMAPPED).astype("string")
     out["ingredient"] = src.map(m["ingredient_name"]).astype("string")
     out["drug_class"] = src.map(m["drug_class"]).astype("string")
-    arm = src.map(m["therapy_arm"]).replace("", np.nan)
-    out["therapy_arm"] = arm.astype("string")
+    arm = src.map(m["therapy_arm"]).astype("string")
+    out["therapy_arm"] = arm.mask(arm == "")
     return out
 
 
@@ -164,7 +164,8 @@ def harmonize_procedures(proc: pd.DataFrame, vocab: Vocabulary) -> pd.DataFrame:
                                "source_code": "procedure_source_value"}).copy()
     src = out["procedure_source_value"].astype(str)
     out["procedure_concept_code"] = src.map(m["standard_code"]).fillna(UNMAPPED).astype("string")
-    out["therapy_arm"] = src.map(m["therapy_arm"]).replace("", np.nan).astype("string")
+    arm = src.map(m["therapy_arm"]).astype("string")
+    out["therapy_arm"] = arm.mask(arm == "")
     return out
 
 

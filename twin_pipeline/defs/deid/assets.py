@@ -165,10 +165,13 @@ def deid_waveform_record(
         src = ddir / "waveforms" / str(row["record"])
         try:
             rec = read_record(src)
-        except WaveformReadError:
+        except Exception as exc:  # noqa: BLE001 - any unreadable record is quarantined, never fatal
+            # the exception text may carry the raw record name (an MRN): only its type leaves
+            kind = "unreadable WFDB record" if isinstance(exc, WaveformReadError) else "WFDB read error"
             quarantine.reject_rows(
                 "waveforms_records", man.frame.loc[[i]],
-                f"unreadable WFDB record: {site_id}/{delivery_id}/waveforms manifest row {int(row['_source_row'])}",
+                f"{kind}: {site_id}/{delivery_id}/waveforms manifest row {int(row['_source_row'])} "
+                f"({type(exc).__name__})",
             )
             keep.append(False)
             continue

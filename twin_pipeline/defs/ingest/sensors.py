@@ -70,6 +70,15 @@ def landing_delivery_sensor(context: dg.SensorEvaluationContext, landing: Landin
     description="After a site delivery lands successfully, rebuild the twins and models.",
 )
 def twin_refresh_after_delivery(context: dg.RunStatusSensorContext):
+    pending = context.instance.get_runs(
+        filters=dg.RunsFilter(
+            job_name=twin_refresh_job.name,
+            statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING],
+        ),
+        limit=1,
+    )
+    if pending:  # one queued refresh will see this delivery too: do not pile up refreshes
+        return dg.SkipReason(f"a {twin_refresh_job.name} run is already queued")
     return dg.RunRequest(run_key=f"after-{context.dagster_run.run_id}")
 
 

@@ -11,6 +11,7 @@ from pydantic import Field
 
 from twin_pipeline.defs.gating import gate_results, gated_outputs, output_metadata
 from twin_pipeline.defs.partitions import WAREHOUSE_POOL
+from twin_pipeline.defs.twins.assets import TWIN_FRESHNESS
 from twin_pipeline.lib import effects, simulate
 from twin_pipeline.lib.mlflow_tracking import log_effect_model_run
 from twin_pipeline.lib.twin import MODEL_FEATURES
@@ -54,12 +55,14 @@ def _flat_metrics(diag: dict, prefix: str = "") -> dict[str, float]:
             group_name="ml",
             description="One row per fitted estimator run: MLflow run id, model URI and aggregate diagnostics.",
             kinds={"mlflow", "scikit-learn", "duckdb"},
+            freshness_policy=TWIN_FRESHNESS,
         ),
         "ml__treatment_simulation": dg.AssetOut(
             key=["ml", "treatment_simulation"],
             group_name="ml",
             description="One row per twin × therapy: simulated 90-day 6MWD (mean, p10, p90), P(best), recommendation.",
             kinds={"numpy", "duckdb"},
+            freshness_policy=TWIN_FRESHNESS,
         ),
     },
     ins={"twins": dg.AssetIn(key=["twin", "patient_twin"])},

@@ -1,6 +1,8 @@
 """`twin` layer: one digital twin per patient, across every site and delivery."""
 
 
+from datetime import timedelta
+
 import dagster as dg
 import pandas as pd
 from dagster_duckdb import DuckDBResource
@@ -49,9 +51,14 @@ def load_twin_inputs(warehouse: DuckDBResource) -> TwinInputs:
     )
 
 
+# the nightly refresh keeps twins within a day; alert when older than 36 h, fail at 48 h
+TWIN_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=48), warn_window=timedelta(hours=36))
+
+
 @dg.asset(
     key=["twin", "patient_twin"],
     group_name="twin",
+    freshness_policy=TWIN_FRESHNESS,
     kinds={"duckdb", "pandas"},
     deps=[dg.AssetKey(["omop", t]) for t in OMOP_TABLES]
     + [dg.AssetKey(["features", "interview_scores"])]
