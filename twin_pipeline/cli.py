@@ -4,6 +4,7 @@
     twin-pipeline backfill [--site S] [--delivery D] [--no-twins]
     twin-pipeline demo
     twin-pipeline summary
+    (more sub-commands come from twin_pipeline/commands/*.py)
 """
 
 from __future__ import annotations
@@ -166,6 +167,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def register_plugins(sub) -> None:
+    """Add the sub-commands defined in `twin_pipeline/commands/*.py` (each has `register(sub)`)."""
+    import importlib
+    import pkgutil
+
+    import twin_pipeline.commands as commands
+
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{commands.__name__}.{info.name}")
+        module.register(sub)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="twin-pipeline", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -195,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
 
     s = sub.add_parser("summary", help="print row/patient counts of every warehouse table")
     s.set_defaults(func=cmd_summary)
+
+    register_plugins(sub)
 
     args = parser.parse_args(argv)
     load_env()
