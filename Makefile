@@ -21,8 +21,11 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen --extra dev --python $(PYTHON)
 	touch $@
 
-.env:
-	cp .env.example .env
+# .env is yours to edit: created from .env.example, later only gains variables it lacks
+.env: .env.example
+	@touch .env
+	@awk -F= 'NR==FNR { if ($$0 ~ /^[A-Z_]+=/) have[$$1]=1; next } /^[A-Z_]+=/ && !($$1 in have)' .env .env.example >> .env
+	@touch .env
 
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME)

@@ -23,10 +23,10 @@ def load_env(path: Path | None = None) -> None:
     """Load `.env` (or `.env.example` when there is no `.env`) without overriding set variables."""
     from dotenv import load_dotenv
 
+    # set variables win; then .env; then .env.example supplies defaults for anything still missing
     for candidate in ([path] if path else [Path.cwd() / ".env", REPO_ROOT / ".env", REPO_ROOT / ".env.example"]):
         if candidate and candidate.exists():
             load_dotenv(candidate, override=False)
-            break
     if "DAGSTER_HOME" not in os.environ:
         home = REPO_ROOT / ".dagster_home"
         os.environ["DAGSTER_HOME"] = str(home)

@@ -7,12 +7,14 @@ Nothing here chooses an environment at import time: `definitions.py` builds the 
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from twin_pipeline.lib.deid import DeidKey
+from twin_pipeline.sources.encrypted_delivery import DeliveryIntegrityError, decrypt_delivery, is_encrypted
 from twin_pipeline.sources.landing import (
     Delivery,
     SiteConfig,
@@ -24,14 +26,43 @@ DEMO_SECRET_PREFIX = "demo-only-"
 
 
 class LandingResource(dg.ConfigurableResource):
-    """Where sites drop deliveries (PHI zone), where rejects go, and the per-site conventions."""
+    """Where sites drop deliveries (PHI zone), where rejects go, and the per-site conventions.
+
+    A delivery is either a plain folder or, in enclave mode, an age-encrypted archive
+    (`delivery.tar.age`); `delivery_dir` returns a readable folder either way, decrypting into a
+    private temp folder outside the landing area that is deleted when the run's resources are torn down.
+    """
 
     landing_dir: str = Field(description="Root of data/landing/<site>/<delivery>/ (PHI zone).")
     quarantine_dir: str = Field(description="Root of data/quarantine/<site>/<delivery>/ (PHI zone).")
     sites_dir: str = Field(description="Folder with one <site_id>.yaml per site.")
+    enclave_identity: str = Field(
+        default="", description="age X25519 secret key (TWIN_ENCLAVE_IDENTITY) for encrypted deliveries. Never logged."
+    )
+
+    _decrypted: dict = PrivateAttr(default_factory=dict)
+
+    def raw_delivery_dir(self, site_id: str, delivery_id: str) -> Path:
+        return Path(self.landing_dir) / site_id / delivery_id
 
     def delivery_dir(self, site_id: str, delivery_id: str) -> Path:
-        return Path(self.landing_dir) / site_id / delivery_id
+        """A readable delivery folder (decrypted once per run for encrypted deliveries)."""
+        raw = self.raw_delivery_dir(site_id, delivery_id)
+        if not is_encrypted(raw):
+            return raw
+        key = (site_id, delivery_id)
+        if key not in self._decrypted:
+            if not self.enclave_identity:
+                raise DeliveryIntegrityError(
+                    f"delivery {site_id}/{delivery_id} is encrypted but TWIN_ENCLAVE_IDENTITY is not set"
+                )
+            self._decrypted[key] = decrypt_delivery(raw, self.enclave_identity)
+        return self._decrypted[key]
+
+    def teardown_after_execution(self, context) -> None:
+        for path in self._decrypted.values():
+            shutil.rmtree(path, ignore_errors=True)
+        self._decrypted.clear()
 
     def quarantine_path(self, site_id: str, delivery_id: str) -> Path:
         return Path(self.quarantine_dir) / site_id / delivery_id

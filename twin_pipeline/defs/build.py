@@ -33,6 +33,7 @@ def env_resources() -> dict:
             landing_dir=dg.EnvVar("TWIN_LANDING_DIR"),
             quarantine_dir=dg.EnvVar("TWIN_QUARANTINE_DIR"),
             sites_dir=dg.EnvVar("TWIN_SITES_DIR"),
+            enclave_identity=dg.EnvVar("TWIN_ENCLAVE_IDENTITY"),
         ),
         "deid": DeidResource(
             secret=dg.EnvVar("TWIN_DEID_SECRET"),

@@ -9,13 +9,14 @@ import pandas as pd
 
 from twin_pipeline.quality.gx import gate_check_result, gate_check_spec
 from twin_pipeline.resources import LandingResource
+from twin_pipeline.sources.encrypted_delivery import DeliveryIntegrityError
 from twin_pipeline.sources.landing import READY_MARKER
 
 
 def delivery_status(landing: LandingResource, site_id: str, delivery_id: str) -> bool:
     """True if the delivery is complete; False if it does not exist (an empty partition of the
     site × delivery grid). A folder without `_READY` is half-copied: that is an error, not data."""
-    d = landing.delivery_dir(site_id, delivery_id)
+    d = landing.raw_delivery_dir(site_id, delivery_id)
     if not d.exists():
         return False
     if not (d / READY_MARKER).exists():
@@ -23,6 +24,10 @@ def delivery_status(landing: LandingResource, site_id: str, delivery_id: str) ->
             f"delivery {site_id}/{delivery_id} has no {READY_MARKER} marker: it is still being copied "
             "and is never read half-complete. Re-run once the site writes the marker."
         )
+    try:
+        landing.delivery_dir(site_id, delivery_id)  # decrypts + verifies an encrypted delivery up front
+    except DeliveryIntegrityError as exc:
+        raise dg.Failure(description=str(exc)) from None
     return True
 
 

@@ -35,6 +35,7 @@ from faker.providers.person.en_US import Provider as _FakerPerson
 
 __all__ = [
     "AGE_BANDS",
+    "COMMON_WORD_NAMES",
     "KIND_PREFIX",
     "PHI_PATTERNS",
     "PHI_TAGS",
@@ -563,6 +564,8 @@ Adopted Estranged Lives Living Present Absent Negative Positive Noncontributory 
 January February March April May June July August September October November December Monday Tuesday
 Wednesday Thursday Friday Saturday Sunday
 """.split()) | frozenset(w.capitalize() for w in _FakerLorem.word_list)
+#: case-folded names that are also ordinary or clinical words: a leak scan does not count them alone
+COMMON_WORD_NAMES = frozenset(w.casefold() for w in _AMBIGUOUS_NAMES | _NOT_NAMES)
 
 # word tokens (letters/digits, internal apostrophes) — the unit of name matching
 _TOKEN_RE = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")

@@ -1,4 +1,4 @@
-"""Treatment-effect models for patient twins: a T-learner with cross-fitted doubly-robust diagnostics.
+"""Treatment-effect models for patient twins: T-, DR- and X-learners with shared cross-fitted diagnostics.
 
 Grain: the model-facing twin table has one row per patient, numeric feature columns (NaN allowed),
 a categorical treatment column (``therapy``) and a continuous outcome (``outcome_6mwd_90d_m``, the
@@ -6,14 +6,22 @@ six-minute walk distance 90 days after baseline, in metres). Treatment is confou
 clinicians from the same features), so effects are estimated with
 
 * a **T-learner**: one ``HistGradientBoostingRegressor`` outcome model per arm (native NaN handling);
+* a **DR-learner** (EconML ``DRLearner``, multi-valued treatment): cross-fitted outcome + propensity
+  nuisances, doubly-robust pseudo-outcomes regressed on the features by one gradient-boosting model per
+  contrast; plus the reference-arm outcome model so it predicts outcomes, not only effects;
+* an **X-learner** (Kuenzel et al. 2019, multi-arm): imputed individual effects from the other arm's
+  outcome model, one effect model per side, blended by the propensity of the two arms;
 * a **multinomial propensity model**: ``LogisticRegression`` on median-imputed (+ missing indicators),
   rank-based normal-score transformed, standardised features;
 * **AIPW** (augmented inverse-propensity weighting) with cross-fitted nuisances for the average
-  treatment effect (ATE) of each arm versus the reference arm, and for the value of the policy
-  "give each patient its best predicted arm".
+  treatment effect (ATE) of each arm versus the reference arm, and as the yardstick that ranks the
+  estimators without ground truth: ``val_tau_risk`` (doubly-robust tau-risk of out-of-fold effect
+  predictions, lower is better, rows outside common support trimmed) and the DR value of each
+  estimator's out-of-fold policy.
 
-Everything returned as diagnostics is an aggregate (counts, means, errors), never a patient row.
-This module imports neither dagster nor mlflow.
+Every model exposes ``predict_outcomes(X) -> (n, n_arms)``, so simulation, MLflow and evaluation treat
+them alike. Everything returned as diagnostics is an aggregate (counts, means, errors), never a patient
+row. This module imports neither dagster nor mlflow.
 """
 
 from __future__ import annotations
@@ -134,6 +142,7 @@ class EffectModel:
     treatment_col: str = TREATMENT_COL
     outcome_col: str = OUTCOME_COL
     metadata: dict[str, Any] = field(default_factory=dict)
+    kind: str = "t_learner"
 
     @property
     def reference_index(self) -> int:
@@ -161,6 +170,45 @@ class EffectModel:
     def propensity(self, X: pd.DataFrame) -> np.ndarray:
         """Estimated probability of receiving each arm given the features, shape (n, n_arms); rows sum to 1."""
         return _propensity_proba(self.propensity_model, feature_matrix(X, self.feature_cols), len(self.arms))
+
+
+@dataclass
+class CateEffectModel(EffectModel):
+    """A reference-arm outcome model plus one effect model per contrast (DR-learner, X-learner).
+
+    ``outcome_models`` holds one model, the reference arm's outcome; ``cate_models[j]`` holds the effect
+    model(s) of the j-th non-reference arm (``contrast_arms`` order): one model for the DR-learner; two for
+    the X-learner, ``[fit on the arm's rows, fit on the reference rows]``, blended with weight
+    ``g = e_arm / (e_arm + e_ref)`` on the second (propensities from ``propensity_model``).
+    ``predict_outcomes`` = reference outcome + predicted effect, so effects are what the learner estimated.
+    """
+
+    cate_models: list[list[Any]] = field(default_factory=list)
+
+    def predict_outcomes(self, X: pd.DataFrame) -> np.ndarray:
+        """Predicted outcome per arm, shape (n, n_arms), metres; columns in ``self.arms`` order."""
+        Xm = feature_matrix(X, self.feature_cols)
+        return self._predict_matrix(Xm)
+
+    def _predict_matrix(self, Xm: np.ndarray) -> np.ndarray:
+        ref = self.reference_index
+        out = np.empty((Xm.shape[0], len(self.arms)), dtype=np.float64)
+        with omp_limit(Xm.shape[0]):
+            base = self.outcome_models[0].predict(Xm)
+            e = None
+            if any(len(ms) == 2 for ms in self.cate_models):
+                e = _propensity_proba(self.propensity_model, Xm, len(self.arms))
+            out[:, ref] = base
+            others = [k for k in range(len(self.arms)) if k != ref]
+            for j, k in enumerate(others):
+                ms = self.cate_models[j]
+                if len(ms) == 1:
+                    tau = ms[0].predict(Xm)
+                else:
+                    g = e[:, k] / np.maximum(e[:, k] + e[:, ref], 1e-12)
+                    tau = (1.0 - g) * ms[0].predict(Xm) + g * ms[1].predict(Xm)
+                out[:, k] = base + tau
+        return out
 
 
 def _contrasts(outcomes: np.ndarray, ref: int) -> np.ndarray:

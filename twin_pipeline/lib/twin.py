@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from twin_pipeline.lib.phenotype import reconcile_phenotypes
+
 SIX_MWD = "64098-7"
 LAB_FEATURES = {  # LOINC -> twin column (value in the canonical unit of data/vocab/measurements.csv)
     "1988-5": "crp_mg_l",
@@ -69,6 +71,7 @@ class TwinInputs:
     procedure: pd.DataFrame
     interview: pd.DataFrame  # features.interview_scores
     waveforms: dict[str, pd.DataFrame]  # device kind -> features.<kind>_record_features
+    visit: pd.DataFrame | None = None  # omop.visit_occurrence (utilization); optional
 
 
 def _latest_person(person: pd.DataFrame) -> pd.DataFrame:
@@ -104,6 +107,39 @@ def _window_pick(events: pd.DataFrame, anchor: pd.DataFrame, time_col: str, valu
         return pd.Series(dtype="float64", name=value_col)
     best = e.sort_values("_dist").groupby(keys).head(1).set_index(keys)[value_col]
     return best
+
+
+PROVENANCE_SOURCES = {  # twin column group -> (input attribute, provenance column)
+    "ehr_person": "person",
+    "ehr_conditions": "condition",
+    "ehr_labs": "measurement",
+    "ehr_drugs": "drug",
+    "ehr_procedures": "procedure",
+    "interviews": "interview",
+}
+PROVENANCE_COLUMNS = [f"prov_{g}" for g in PROVENANCE_SOURCES] + ["prov_waveforms"]
+
+
+def _source_summary(df: pd.DataFrame | None, keys: list[str], name: str) -> pd.DataFrame:
+    """Per patient: "<delivery>:<rows>;..." for one source table (which deliveries fed it, how many rows)."""
+    if df is None or df.empty or "delivery_id" not in df.columns:
+        return pd.DataFrame(columns=keys + [name])
+    c = df.groupby(keys + ["delivery_id"]).size().rename("n").reset_index().sort_values(keys + ["delivery_id"])
+    c["s"] = c["delivery_id"].astype(str) + ":" + c["n"].astype(str)
+    return c.groupby(keys)["s"].agg(";".join).rename(name).reset_index()
+
+
+def _provenance(inp: TwinInputs) -> pd.DataFrame:
+    keys = ["site_id", "person_id"]
+    out = _source_summary(inp.person, keys, "prov_ehr_person")
+    for group, attr in PROVENANCE_SOURCES.items():
+        if attr == "person":
+            continue
+        out = out.merge(_source_summary(getattr(inp, attr), keys, f"prov_{group}"), on=keys, how="outer")
+    waves = [w.assign(delivery_id=w["delivery_id"].astype(str) + "/" + kind)
+             for kind, w in inp.waveforms.items() if w is not None and len(w) and "delivery_id" in w.columns]
+    wf = pd.concat(waves, ignore_index=True) if waves else None
+    return out.merge(_source_summary(wf, keys, "prov_waveforms"), on=keys, how="outer")
 
 
 def build_twins(inp: TwinInputs, *, twin_version: str, built_at: pd.Timestamp) -> pd.DataFrame:
@@ -200,9 +236,18 @@ def build_twins(inp: TwinInputs, *, twin_version: str, built_at: pd.Timestamp) -
     n_meas = inp.measurement.groupby(keys).size().rename("n_measurements")
     n_cond = inp.condition.groupby(keys).size().rename("n_conditions")
     n_drug = inp.drug.groupby(keys).size().rename("n_drug_exposures")
-    twins = twins.merge(pd.concat([n_meas, n_cond, n_drug], axis=1).reset_index(), on=keys, how="left")
-    for c in ("n_measurements", "n_conditions", "n_drug_exposures"):
-        twins[c] = twins[c].fillna(0).astype("int64")
+    parts = [n_meas, n_cond, n_drug]
+    if inp.visit is not None and len(inp.visit):
+        parts.append(inp.visit.groupby(keys).size().rename("n_visits"))
+    twins = twins.merge(pd.concat(parts, axis=1).reset_index(), on=keys, how="left")
+    for c in ("n_measurements", "n_conditions", "n_drug_exposures", "n_visits"):
+        twins[c] = twins[c].fillna(0).astype("int64") if c in twins else 0
+    twins = twins.merge(_provenance(inp), on=keys, how="left")
+    for c in PROVENANCE_COLUMNS:
+        twins[c] = twins[c].astype("string")
+
+    # reconciled phenotypes (codes + labs + drugs + interviews + utilization), with their evidence
+    twins = pd.concat([twins, reconcile_phenotypes(twins)], axis=1)
     sources = pd.DataFrame(
         {
             "ehr": (twins["n_conditions"] + twins["n_measurements"]) > 0,
