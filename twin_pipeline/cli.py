@@ -94,6 +94,12 @@ def run_backfill(site: str | None = None, delivery: str | None = None, twins: bo
         results[f"{d.site_id}/{d.delivery_id}"] = res.success
         echo(f"  {d.site_id}/{d.delivery_id}: {status} in {time.perf_counter() - t0:.1f} s (run {res.run_id[:8]})")
     if twins:
+        fed_job = defs.resolve_job_def("federated_site_job")
+        for s in sites:
+            t0 = time.perf_counter()
+            res = fed_job.execute_in_process(partition_key=s, instance=instance, raise_on_error=False)
+            results[f"federated/{s}"] = res.success
+            echo(f"  {s} shareable files: {'ok' if res.success else 'FAILED'} in {time.perf_counter() - t0:.1f} s")
         t0 = time.perf_counter()
         res = defs.resolve_job_def("twin_refresh_job").execute_in_process(instance=instance, raise_on_error=False)
         results["twin_refresh"] = res.success
@@ -114,7 +120,7 @@ def summary_table(warehouse: str) -> str:
     try:
         rows = con.execute(
             "select table_schema, table_name from information_schema.tables "
-            "where table_schema in ('deid','omop','features','twin','ml') order by 1, 2"
+            "where table_schema in ('deid','omop','features','twin','ml','federated','privacy') order by 1, 2"
         ).fetchall()
         lines = [f"{'table':<38}{'rows':>10}{'patients':>10}{'sites':>7}"]
         for schema, table in rows:

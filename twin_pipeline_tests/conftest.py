@@ -46,6 +46,7 @@ def make_resources(paths: dict[str, Path], tmp_path: Path) -> dict:
     from dagster_duckdb import DuckDBResource
     from twin_pipeline.io_managers import WarehouseIOManager
 
+    from twin_pipeline.defs.federated.assets import FederatedResource
     from twin_pipeline.resources import (
         DeidResource,
         GroundTruthResource,
@@ -65,6 +66,7 @@ def make_resources(paths: dict[str, Path], tmp_path: Path) -> dict:
         "deid": DeidResource(secret=TEST_SECRET, max_shift_days=120),
         "waveform_store": WaveformStoreResource(root=str(tmp_path / "waveforms")),
         "ground_truth": GroundTruthResource(root=str(paths["truth"])),
+        "federated": FederatedResource(outbox_dir=str(tmp_path / "outbox")),
         "mlflow": MlflowResource(
             tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_root=str(tmp_path / "mlartifacts"),
         ),

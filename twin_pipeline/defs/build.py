@@ -8,10 +8,12 @@ from twin_pipeline.io_managers import WarehouseIOManager
 
 from twin_pipeline.defs.deid import assets as deid_assets
 from twin_pipeline.defs.features import assets as feature_assets
+from twin_pipeline.defs.federated import assets as federated_assets
 from twin_pipeline.defs.ingest import sensors
-from twin_pipeline.defs.jobs import site_delivery_job, twin_refresh_job
+from twin_pipeline.defs.jobs import federated_site_job, site_delivery_job, twin_refresh_job
 from twin_pipeline.defs.models import assets as model_assets
 from twin_pipeline.defs.omop import assets as omop_assets
+from twin_pipeline.defs.privacy import assets as privacy_assets
 from twin_pipeline.defs.twins import assets as twin_assets
 from twin_pipeline.resources import (
     DeidResource,
@@ -21,7 +23,8 @@ from twin_pipeline.resources import (
     WaveformStoreResource,
 )
 
-ASSET_MODULES = [deid_assets, omop_assets, feature_assets, twin_assets, model_assets]
+ASSET_MODULES = [deid_assets, omop_assets, feature_assets, twin_assets, model_assets, federated_assets,
+                 privacy_assets]
 
 
 def env_resources() -> dict:
@@ -42,6 +45,7 @@ def env_resources() -> dict:
         ),
         "waveform_store": WaveformStoreResource(root=dg.EnvVar("TWIN_WAVEFORM_STORE")),
         "ground_truth": GroundTruthResource(root=dg.EnvVar("TWIN_GROUND_TRUTH_DIR")),
+        "federated": federated_assets.FederatedResource(outbox_dir=dg.EnvVar("TWIN_FEDERATED_OUTBOX")),
         "mlflow": MlflowResource(
             tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI"),
             artifact_root=dg.EnvVar("TWIN_MLFLOW_ARTIFACTS"),
@@ -76,8 +80,13 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
     return dg.Definitions(
         executor=EXECUTOR,
         assets=all_assets(),
-        jobs=[site_delivery_job, twin_refresh_job],
-        sensors=[sensors.landing_delivery_sensor, sensors.twin_refresh_after_delivery, sensors.run_failure_report],
+        jobs=[site_delivery_job, twin_refresh_job, federated_site_job],
+        sensors=[
+            sensors.landing_delivery_sensor,
+            sensors.federated_after_delivery,
+            sensors.twin_refresh_after_delivery,
+            sensors.run_failure_report,
+        ],
         schedules=[sensors.nightly_twin_refresh],
         resources=resources or env_resources(),
     )

@@ -44,7 +44,7 @@ def test_webserver_serves_asset_graph_checks_and_partitions(tmp_path):
         "TWIN_LANDING_DIR": str(tmp_path / "landing"), "TWIN_QUARANTINE_DIR": str(tmp_path / "q"),
         "TWIN_SITES_DIR": str(REPO_ROOT / "data" / "sites"), "TWIN_WAREHOUSE": str(tmp_path / "w.duckdb"),
         "TWIN_WAVEFORM_STORE": str(tmp_path / "wf"), "TWIN_GROUND_TRUTH_DIR": str(tmp_path / "gt"),
-        "TWIN_DEID_SECRET": TEST_SECRET, "TWIN_ENCLAVE_IDENTITY": "", "TWIN_DEMO_MODE": "0", "TWIN_MAX_SHIFT_DAYS": "180",
+        "TWIN_DEID_SECRET": TEST_SECRET, "TWIN_ENCLAVE_IDENTITY": "", "TWIN_FEDERATED_OUTBOX": str(tmp_path / "outbox"), "TWIN_DEMO_MODE": "0", "TWIN_MAX_SHIFT_DAYS": "180",
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "TWIN_MLFLOW_ARTIFACTS": str(tmp_path / "art"),
     })
     Path(env["DAGSTER_HOME"]).mkdir()

@@ -6,7 +6,7 @@ import json
 
 import dagster as dg
 
-from twin_pipeline.defs.jobs import site_delivery_job, twin_refresh_job
+from twin_pipeline.defs.jobs import federated_site_job, site_delivery_job, twin_refresh_job
 from twin_pipeline.defs.partitions import delivery_partitions, partition_key_for, site_partitions
 from twin_pipeline.resources import LandingResource
 
@@ -65,9 +65,23 @@ def landing_delivery_sensor(context: dg.SensorEvaluationContext, landing: Landin
 @dg.run_status_sensor(
     run_status=dg.DagsterRunStatus.SUCCESS,
     monitored_jobs=[site_delivery_job],
+    request_job=federated_site_job,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="After a site delivery lands successfully, rebuild that site's shareable (obfuscated) files.",
+)
+def federated_after_delivery(context: dg.RunStatusSensorContext):
+    site = context.dagster_run.tags.get("dagster/partition/site")
+    if not site:
+        return dg.SkipReason("run has no site partition tag")
+    return dg.RunRequest(run_key=f"federated-after-{context.dagster_run.run_id}", partition_key=site)
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[federated_site_job],
     request_job=twin_refresh_job,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="After a site delivery lands successfully, rebuild the twins and models.",
+    description="After a site's files are rebuilt (a delivery landed), rebuild twins, models and pooled aggregates.",
 )
 def twin_refresh_after_delivery(context: dg.RunStatusSensorContext):
     pending = context.instance.get_runs(
