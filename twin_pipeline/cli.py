@@ -103,8 +103,17 @@ def run_backfill(site: str | None = None, delivery: str | None = None, twins: bo
         t0 = time.perf_counter()
         res = defs.resolve_job_def("twin_refresh_job").execute_in_process(instance=instance, raise_on_error=False)
         results["twin_refresh"] = res.success
-        echo(f"  twins + models: {'ok' if res.success else 'FAILED'} in {time.perf_counter() - t0:.1f} s "
+        echo(f"  twins + models + pooled files: {'ok' if res.success else 'FAILED'} in {time.perf_counter() - t0:.1f} s "
              f"(run {res.run_id[:8]})")
+        if res.success:
+            t0 = time.perf_counter()
+            eff_job = defs.resolve_job_def("federated_effects_job")
+            ok = all(eff_job.execute_in_process(partition_key=s, instance=instance, raise_on_error=False).success
+                     for s in sites)
+            res = defs.resolve_job_def("federated_pool_job").execute_in_process(instance=instance, raise_on_error=False)
+            results["federated_effects"] = ok and res.success
+            echo(f"  federated effect estimates + pooling: {'ok' if ok and res.success else 'FAILED'} in "
+                 f"{time.perf_counter() - t0:.1f} s")
     return results
 
 

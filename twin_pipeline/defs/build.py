@@ -10,7 +10,13 @@ from twin_pipeline.defs.deid import assets as deid_assets
 from twin_pipeline.defs.features import assets as feature_assets
 from twin_pipeline.defs.federated import assets as federated_assets
 from twin_pipeline.defs.ingest import sensors
-from twin_pipeline.defs.jobs import federated_site_job, site_delivery_job, twin_refresh_job
+from twin_pipeline.defs.jobs import (
+    federated_effects_job,
+    federated_pool_job,
+    federated_site_job,
+    site_delivery_job,
+    twin_refresh_job,
+)
 from twin_pipeline.defs.models import assets as model_assets
 from twin_pipeline.defs.omop import assets as omop_assets
 from twin_pipeline.defs.privacy import assets as privacy_assets
@@ -80,7 +86,7 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
     return dg.Definitions(
         executor=EXECUTOR,
         assets=all_assets(),
-        jobs=[site_delivery_job, twin_refresh_job, federated_site_job],
+        jobs=[site_delivery_job, twin_refresh_job, federated_site_job, federated_effects_job, federated_pool_job],
         sensors=[
             sensors.landing_delivery_sensor,
             sensors.federated_after_delivery,

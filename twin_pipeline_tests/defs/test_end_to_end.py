@@ -120,3 +120,26 @@ def test_federated_shareable_files_are_obfuscated_and_pooled(built):
     ).fetchone()[0]
     con.close()
     assert total == n_cohort  # site totals are far above any threshold, so pooling is exact here
+
+
+def test_federated_effect_estimates_are_pooled_without_patient_rows(built):
+    resources, instance, assets = built["resources"], built["instance"], all_assets()
+    sites = sorted({d.site_id for d in built["deliveries"]})
+    for site in sites:
+        res = dg.materialize(assets, selection=dg.AssetSelection.keys(["federated", "site_effect_estimates"]),
+                             resources=resources, partition_key=site, instance=instance)
+        assert res.success and all(e.passed for e in res.get_asset_check_evaluations())
+        meta = res.get_asset_materialization_events()[0].materialization.metadata
+        # a site releases estimates exactly when every arm has enough twins; never partial garbage
+        assert (meta["arms_released"].value == 3) == meta["estimable"].value
+    res = dg.materialize(assets, selection=dg.AssetSelection.keys(["federated", "pooled_effects"]),
+                         resources=resources, instance=instance)
+    assert res.success
+    con = duckdb.connect(str(built["work"] / "warehouse.duckdb"), read_only=True)
+    site_rows = con.execute("select * from federated.site_effect_estimates").df()
+    pooled = con.execute("select * from federated.pooled_effects").df()
+    con.close()
+    assert set(site_rows.columns) == {"siteid", "therapy", "subgroup", "n", "estimate", "se"}
+    assert (site_rows["se"] > 0).all()
+    assert len(pooled) == site_rows[["therapy", "subgroup"]].drop_duplicates().shape[0]
+    assert ((pooled["random_se"] >= pooled["fixed_se"] - 1e-9) | (pooled["n_sites"] < 2)).all()

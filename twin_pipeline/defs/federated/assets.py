@@ -116,6 +116,85 @@ def site_shareable_files(
         )
 
 
+class SiteEffectConfig(dg.Config):
+    seed: int = Field(default=7, description="Seed for the site's cross-fitted doubly-robust estimates.")
+    n_folds: int = Field(default=3, description="Cross-fitting folds at the site.")
+
+
+@dg.asset(
+    key=["federated", "site_effect_estimates"],
+    group_name="federated",
+    kinds={"duckdb", "scikit-learn"},
+    partitions_def=site_partitions,
+    metadata={"partition_expr": "siteid"},
+    deps=[dg.AssetKey(["twin", "patient_twin"])],
+    check_specs=[_small_cell_check("site_effect_estimates")],
+    pool=WAREHOUSE_POOL,
+)
+def site_effect_estimates(
+    context: dg.AssetExecutionContext, config: SiteEffectConfig, warehouse: DuckDBResource, landing: LandingResource
+):
+    """One row per site × therapy: the site's doubly-robust (AIPW, cross-fitted) effect vs standard care
+    with its standard error; arms with fewer patients than the site's threshold are not released."""
+    from twin_pipeline.lib import effects
+    from twin_pipeline.lib.twin import MODEL_FEATURES
+
+    site_id = context.partition_key
+    threshold = int(landing.site_config(site_id).small_cell_threshold)
+    with warehouse.get_connection() as conn:
+        twins = conn.execute("select * from twin.patient_twin where site_id = ?", [site_id]).df()
+    train = twins[twins["therapy"].notna() & twins["outcome_6mwd_90d_m"].notna()]
+    rows = []
+    per_arm = train["therapy"].value_counts()
+    enough = all(per_arm.get(a, 0) >= effects.MIN_ROWS_PER_ARM for a in effects.ARMS)
+    if not enough:
+        context.log.info(
+            f"{site_id}: fewer than {effects.MIN_ROWS_PER_ARM} twins with an observed outcome in some arm; "
+            "no effect estimates released for this site"
+        )
+    else:
+        _, diag = effects.fit_t_learner(train, MODEL_FEATURES, seed=config.seed, n_folds=config.n_folds)
+        for arm in effects.ARMS:
+            if arm == effects.REFERENCE_ARM:
+                continue
+            n_arm = int((train["therapy"] == arm).sum())
+            if n_arm < max(threshold, 1):
+                continue
+            rows.append({"siteid": site_id, "therapy": arm, "subgroup": "all", "n": n_arm,
+                         "estimate": float(diag[f"dr_ate_{arm}"]), "se": float(diag[f"dr_ate_se_{arm}"])})
+    out = pd.DataFrame(rows, columns=["siteid", "therapy", "subgroup", "n", "estimate", "se"])
+    yield dg.Output(out, metadata={"dagster/row_count": len(out), "n_train": int(len(train)),
+                                   "arms_released": int(len(out)), "threshold": threshold,
+                                   "estimable": bool(enough)})
+    bad = int(((out["n"] > 0) & (out["n"] < threshold)).sum()) if threshold > 1 else 0
+    yield dg.AssetCheckResult(check_name="no_small_cells", passed=bad == 0, metadata={"unmasked_small_cells": bad})
+
+
+@dg.asset(
+    key=["federated", "pooled_effects"],
+    group_name="federated",
+    kinds={"duckdb", "scipy"},
+    ins={"site_effects": dg.AssetIn(key=["federated", "site_effect_estimates"])},
+    check_specs=[dg.AssetCheckSpec("pooled_effects_finite", asset=["federated", "pooled_effects"], blocking=True)],
+    pool=WAREHOUSE_POOL,
+)
+def pooled_effects(context: dg.AssetExecutionContext, site_effects: pd.DataFrame):
+    """One row per therapy × subgroup: inverse-variance fixed and DerSimonian–Laird random-effects pooled
+    effect over sites, with between-site heterogeneity (Q, p, I², τ²)."""
+    from twin_pipeline.lib.meta_analysis import pool_table
+
+    pooled = pool_table(site_effects, ["therapy", "subgroup"]) if len(site_effects) else pd.DataFrame(
+        columns=["therapy", "subgroup", "n_sites", "fixed", "fixed_se", "random", "random_se", "tau2", "q",
+                 "q_pvalue", "i2"])
+    meta = {"dagster/row_count": len(pooled), "sites": int(site_effects["siteid"].nunique()) if len(site_effects) else 0}
+    for r in pooled.itertuples():
+        meta[f"{r.therapy}_random"] = float(r.random)
+        meta[f"{r.therapy}_i2"] = float(r.i2)
+    yield dg.Output(pooled, metadata=meta)
+    ok = bool(pooled[["fixed", "random"]].notna().all().all()) if len(pooled) else True
+    yield dg.AssetCheckResult(check_name="pooled_effects_finite", passed=ok)
+
+
 def _site_thresholds(landing: LandingResource, sites) -> dict[str, int]:
     return {s: int(landing.site_config(s).small_cell_threshold) for s in sites}
 
