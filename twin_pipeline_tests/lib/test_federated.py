@@ -63,3 +63,38 @@ def test_cross_site_qc_flags_a_unit_error_and_inconsistent_counts():
 def test_age_groups_follow_4ce_bins():
     groups = fed.age_group(pd.Series([2.0, 20.9, 21.0, 49.5, 50.0, 79.9, 80.0, 90.0, np.nan]))
     assert list(groups) == ["00to02", "18to20", "21to25", "26to49", "50to69", "70to79", "80plus", "80plus", "other"]
+
+
+def _tiny_site():
+    t = pd.Timestamp
+    person = pd.DataFrame({"person_id": ["P1", "P2", "P3", "P4"], "delivery_id": "2026-10-01",
+                           "age_years": [30.0, 55.0, 82.0, 60.0], "gender": ["F", "M", "F", "U"],
+                           "death_date": [pd.NaT, pd.NaT, t("2026-03-01"), pd.NaT], "site_id": "s"})
+    condition = pd.DataFrame({
+        "person_id": ["P1", "P2", "P3", "P4", "P1"], "site_id": "s",
+        "phenotype_group": ["long_covid", "long_covid", "long_covid", "covid19", "hypertension"],
+        "condition_start_datetime": [t("2026-01-10"), t("2026-01-12"), t("2026-01-20"), t("2026-01-01"),
+                                     t("2025-12-01")],
+        "condition_concept_code": ["U09.9", "U09.9", "U09.9", "U07.1", "I10"],
+    })
+    procedure = pd.DataFrame({"person_id": ["P3"], "procedure_source_value": ["40617009"],
+                              "procedure_concept_code": ["40617009"], "procedure_datetime": [t("2026-01-21")]})
+    drug = pd.DataFrame({"person_id": ["P1", "P2"], "drug_class": ["NSAID", "NSAID"],
+                         "drug_exposure_start_datetime": [t("2026-01-15"), t("2026-03-30")]})
+    return person, condition, procedure, drug
+
+
+def test_site_files_count_patients_once_per_cell_with_margins():
+    person, condition, procedure, drug = _tiny_site()
+    index = fed.cohort_index(condition)
+    assert sorted(index["person_id"]) == ["P1", "P2", "P3"]  # P4 has no long-COVID diagnosis
+    age_sex = fed.site_age_sex("s", person, index, procedure).set_index(["age_group", "sex"])
+    assert age_sex.loc[("all", "all"), "pts_all"] == 3
+    assert age_sex.loc[("all", "all"), "pts_ever_severe"] == 1  # P3 was ventilated
+    assert age_sex.loc[("all", "female"), "pts_all"] == 2
+    assert age_sex.loc[("80plus", "all"), "mean_age"] == 82.0
+    dpm = fed.site_diag_proc_med("s", index, condition, drug, procedure).set_index(["concept_type", "concept_code"])
+    assert dpm.loc[("DIAG-ICD10", "I10"), "pts_all_before_adm"] == 1
+    assert dpm.loc[("MED-CLASS", "NSAID"), "pts_all_day0to29"] == 1 and dpm.loc[("MED-CLASS", "NSAID"), "pts_all_day30to89"] == 1
+    daily = fed.site_daily_counts("s", index, person)
+    assert daily["cumulative_pts_all"].iloc[-1] == 3 and daily["cumulative_pts_all"].is_monotonic_increasing
