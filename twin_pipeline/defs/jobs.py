@@ -30,7 +30,7 @@ federated_effects_job = dg.define_asset_job(
 
 twin_refresh_job = dg.define_asset_job(
     name="twin_refresh_job",
-    selection=dg.AssetSelection.groups("twin", "ml")
+    selection=dg.AssetSelection.groups("twin", "ml", "privacy")
     | dg.AssetSelection.keys(["federated", "pooled_age_sex"], ["federated", "pooled_diag_proc_med"]),
     description="Rebuild every twin across sites, refit and log the treatment-effect models, simulate, evaluate; "
     "pool the sites' shareable files.",

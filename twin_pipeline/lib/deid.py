@@ -41,6 +41,7 @@ __all__ = [
     "PHI_TAGS",
     "DeidKey",
     "PhiSpan",
+    "Scrubber",
     "age_band",
     "age_years",
     "date_shift_days",
@@ -1021,6 +1022,22 @@ def scrub_text(text: str | None, known_identifiers: Iterable[str] = ()) -> str |
     if not isinstance(text, str):
         raise TypeError(f"scrub_text expects str or None, got {type(text).__name__}")
     return _scrub(text, _prepare_known(known_identifiers))
+
+
+class Scrubber:
+    """``scrub_text`` with one fixed list of known identifiers prepared once (e.g. every patient of a
+    delivery), for scrubbing many texts: ``Scrubber(ids)(text)``. ``repr`` never shows identifiers."""
+
+    def __init__(self, known_identifiers: Iterable[str] = ()):
+        self._known = _prepare_known(list(known_identifiers))
+
+    def __call__(self, text: str | None) -> str | None:
+        if text is None:
+            return None
+        return _scrub(str(text), self._known)
+
+    def __repr__(self) -> str:
+        return f"Scrubber(<{len(self._known.kinds)} identifiers hidden>)"
 
 
 def _known_key(value: object) -> tuple[str, ...]:

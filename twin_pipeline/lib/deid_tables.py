@@ -21,8 +21,17 @@ LINEAGE = ["site_id", "delivery_id", "source_file", "source_row"]
 # identifier-bearing columns of Synthea's patients.csv whose values feed the free-text scrubber
 PATIENT_IDENTIFIER_COLUMNS = [
     "FIRST", "LAST", "MAIDEN", "PREFIX", "SUFFIX", "SSN", "DRIVERS", "PASSPORT", "ADDRESS", "CITY",
-    "MRN", "PHONE", "BIRTHPLACE",
+    "MRN", "PHONE", "BIRTHPLACE", "COUNTY", "ZIP", "BIRTHDATE",
 ]
+# de-identified columns that hold delivered text (code descriptions, text-valued observations such as
+# Synthea's SDOH answers "What address do you live at?"): scrubbed, never copied raw
+TEXT_COLUMNS = {
+    "visit": ["description"],
+    "condition": ["description"],
+    "observation": ["description", "value_source"],
+    "medication": ["description"],
+    "procedure": ["description"],
+}
 
 
 def _lineage(df: pd.DataFrame, site_id: str, delivery_id: str) -> pd.DataFrame:
@@ -165,6 +174,7 @@ def deidentify_ehr(
             **kw,
         ),
     }
+    scrub_text_columns(out, tables["patients"])
     for name in ("visit", "condition", "observation", "medication", "procedure"):
         frame = out[name]
         for col in frame.columns:
@@ -173,6 +183,93 @@ def deidentify_ehr(
     if "dispenses" in out["medication"]:
         out["medication"]["dispenses"] = pd.to_numeric(out["medication"]["dispenses"], errors="coerce")
     return out
+
+
+def _is_number(value: object) -> bool:
+    try:
+        float(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+def scrub_text_columns(frames: dict[str, pd.DataFrame], patients: pd.DataFrame) -> dict[str, int]:
+    """Scrub ``TEXT_COLUMNS`` in place; return how many distinct values changed per table.
+
+    Each distinct text is scrubbed once by patterns and the names dictionary; a text that contains an
+    identifier of any patient of the delivery (checked with the leak scanner's matcher) is scrubbed
+    again with every patient's structured identifiers. Numeric observation values are left as they are.
+    """
+    from twin_pipeline.lib.leak_scan import identifiers_from_patients
+
+    ids = identifiers_from_patients(patients)
+    all_known = [v for vals in known_identifiers(patients).values() for v in vals]
+    generic = deid.Scrubber()
+    with_known: deid.Scrubber | None = None
+    changed: dict[str, int] = {}
+    for table, cols in TEXT_COLUMNS.items():
+        frame = frames.get(table)
+        if frame is None or not len(frame):
+            continue
+        n = 0
+        for col in cols:
+            if col not in frame:
+                continue
+            values = frame[col]
+            distinct = pd.unique(values.dropna().astype(str))
+            mapping: dict[str, str] = {}
+            for v in distinct:
+                if col == "value_source" and _is_number(v):
+                    continue
+                new = generic(v)
+                if ids.hits(v):
+                    if with_known is None:
+                        with_known = deid.Scrubber(all_known)
+                    new = with_known(new)
+                if new != v:
+                    mapping[v] = new
+            if mapping:
+                present = values.notna()
+                frame.loc[present, col] = values[present].astype(str).map(lambda x: mapping.get(x, x))
+                n += len(mapping)
+        changed[table] = n
+    return changed
+
+
+def write_crosswalk(
+    site_dir: Path, delivery_id: str, rows: dict[str, pd.Series], *, key: deid.DeidKey, site_id: str,
+    suffix: str = "",
+) -> Path:
+    """Re-identification crosswalk (pseudonym → local id) for the site's own use, written ONLY under
+    the site's landing folder: ``<landing>/<site>/_crosswalk/<delivery><suffix>.csv`` (PHI zone).
+
+    ``rows`` maps a pseudonym kind ("person", "encounter", "record", "device", "interview") to the
+    local ids of that kind. Columns: kind, pseudonym, local_id. Rewritten whole on every run.
+    """
+    parts = []
+    for kind, local in rows.items():
+        local = pd.Series(pd.unique(local.dropna().astype(str)))
+        local = local[local.str.strip() != ""]
+        if not len(local):
+            continue
+        parts.append(pd.DataFrame({"kind": kind, "pseudonym": deid.pseudonymize_series(key, site_id, local, kind).values,
+                                   "local_id": local.values}))
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["kind", "pseudonym", "local_id"])
+    out_dir = Path(site_dir) / "_crosswalk"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{delivery_id}{suffix}.csv"
+    tmp = path.with_suffix(".csv.tmp")
+    frame.to_csv(tmp, index=False, lineterminator="\n")
+    tmp.replace(path)
+    return path
+
+
+def read_crosswalks(site_dir: Path) -> pd.DataFrame:
+    """Every crosswalk file of a site (at the site, for re-identification): kind, pseudonym, local_id."""
+    files = sorted((Path(site_dir) / "_crosswalk").glob("*.csv"))
+    if not files:
+        return pd.DataFrame(columns=["kind", "pseudonym", "local_id"])
+    return pd.concat([pd.read_csv(f, dtype=str) for f in files], ignore_index=True).drop_duplicates()
 
 
 def known_identifiers(patients: pd.DataFrame) -> dict[str, list[str]]:
@@ -266,12 +363,16 @@ def shift_for(key: deid.DeidKey, site_id: str, local_patient_id: str) -> int:
 
 
 __all__ = [
+    "TEXT_COLUMNS",
     "deidentify_ehr",
     "deidentify_interviews",
     "deidentify_patients",
     "known_identifiers",
     "patient_shifts",
+    "read_crosswalks",
     "record_pseudonyms",
+    "scrub_text_columns",
     "shift_for",
     "waveform_index",
+    "write_crosswalk",
 ]

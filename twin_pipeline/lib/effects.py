@@ -75,6 +75,25 @@ DEFAULT_PROPENSITY_C = 1.0
 #: thread barriers cost more than they save, and on a busy 2-core machine they cost 10-50x (measured).
 PARALLEL_MIN_ROWS = 20_000
 
+#: The estimators ``fit_model`` / ``fit_estimators`` know, and the effect model each uses.
+ESTIMATORS: tuple[str, ...] = ("t_learner", "dr_learner", "x_learner")
+ESTIMATOR_CATE_MODEL = {
+    "t_learner": "none (difference of per-arm outcome models)",
+    "dr_learner": "econml.dr.DRLearner final model: HistGradientBoostingRegressor per contrast",
+    "x_learner": "HistGradientBoostingRegressor per contrast and side, propensity-blended",
+}
+#: Effect (CATE) models regress noisy pseudo-outcomes: more regularised than the outcome models.
+DEFAULT_CATE_PARAMS: dict[str, Any] = {
+    "max_iter": 100,
+    "learning_rate": 0.05,
+    "max_leaf_nodes": 8,
+    "min_samples_leaf": 40,
+    "l2_regularization": 1.0,
+    "early_stopping": False,
+}
+#: The validation metric that ranks estimators and gates the champion (lower is better).
+VALIDATION_METRIC = "val_tau_risk"
+
 
 def omp_limit(n_rows: int) -> threadpool_limits:
     """Context manager: one OpenMP thread for fewer than ``PARALLEL_MIN_ROWS`` rows, library default above."""
@@ -109,9 +128,26 @@ def feature_matrix(X: pd.DataFrame, feature_cols: Sequence[str]) -> np.ndarray:
     return X.loc[:, list(feature_cols)].to_numpy(dtype=np.float64, na_value=np.nan)
 
 
+class NanSafeHGBRegressor(HistGradientBoostingRegressor):
+    """``HistGradientBoostingRegressor`` that also fits when a feature is NaN on every training row.
+
+    (scikit-learn's binning fails on an all-NaN column, which happens when a site has no source for a
+    feature, or an arm's rows all lack it.) Such columns are set to 0 for fitting: constant, never split
+    on, so predictions ignore them.
+    """
+
+    def fit(self, X, y, sample_weight=None, **kw):  # noqa: D102 - same contract as the parent
+        X = np.asarray(X, dtype=np.float64)
+        empty = np.isnan(X).all(axis=0)
+        if empty.any():
+            X = X.copy()
+            X[:, empty] = 0.0
+        return super().fit(X, y, sample_weight=sample_weight, **kw)
+
+
 def _make_outcome_model(seed: int, outcome_params: dict[str, Any] | None) -> HistGradientBoostingRegressor:
     params = {**DEFAULT_OUTCOME_PARAMS, **(outcome_params or {})}
-    return HistGradientBoostingRegressor(random_state=seed, **params)
+    return NanSafeHGBRegressor(random_state=seed, **params)
 
 
 def _make_propensity_model(propensity_c: float, n_rows: int) -> Pipeline:
@@ -156,7 +192,9 @@ class EffectModel:
 
     def predict_outcomes(self, X: pd.DataFrame) -> np.ndarray:
         """Predicted outcome per arm, shape (n, n_arms), metres; columns in ``self.arms`` order."""
-        Xm = feature_matrix(X, self.feature_cols)
+        return self._predict_matrix(feature_matrix(X, self.feature_cols))
+
+    def _predict_matrix(self, Xm: np.ndarray) -> np.ndarray:
         out = np.empty((Xm.shape[0], len(self.arms)), dtype=np.float64)
         with omp_limit(Xm.shape[0]):
             for k, m in enumerate(self.outcome_models):
@@ -184,11 +222,6 @@ class CateEffectModel(EffectModel):
     """
 
     cate_models: list[list[Any]] = field(default_factory=list)
-
-    def predict_outcomes(self, X: pd.DataFrame) -> np.ndarray:
-        """Predicted outcome per arm, shape (n, n_arms), metres; columns in ``self.arms`` order."""
-        Xm = feature_matrix(X, self.feature_cols)
-        return self._predict_matrix(Xm)
 
     def _predict_matrix(self, Xm: np.ndarray) -> np.ndarray:
         ref = self.reference_index
@@ -268,10 +301,81 @@ def _fit_arrays(
     return outcome_models, prop
 
 
-def fit_effect_model(
+def _fit_model_arrays(
+    estimator: str,
+    Xm: np.ndarray,
+    t: np.ndarray,
+    y: np.ndarray,
+    arms: tuple[str, ...],
+    reference_arm: str,
+    feature_cols: Sequence[str],
+    *,
+    seed: int,
+    outcome_params: dict[str, Any] | None,
+    propensity_c: float,
+    cate_params: dict[str, Any] | None = None,
+    dr_cv: int = 2,
+    treatment_col: str = TREATMENT_COL,
+    outcome_col: str = OUTCOME_COL,
+) -> EffectModel:
+    """Fit one estimator on arrays (rows already filtered, ``t`` = arm index in ``arms``)."""
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {estimator!r}; choose one of {list(ESTIMATORS)}")
+    n_arms, ref = len(arms), arms.index(reference_arm)
+    common = dict(
+        feature_cols=list(feature_cols), arms=arms, reference_arm=reference_arm,
+        treatment_col=treatment_col, outcome_col=outcome_col, kind=estimator,
+    )
+    others = [k for k in range(n_arms) if k != ref]
+    if estimator == "t_learner":
+        outcome_models, prop = _fit_arrays(Xm, t, y, n_arms, seed, outcome_params, propensity_c)
+        return EffectModel(outcome_models=outcome_models, propensity_model=prop, **common)
+    if estimator == "x_learner":
+        outcome_models, prop = _fit_arrays(Xm, t, y, n_arms, seed, outcome_params, propensity_c)
+        cates = []
+        with omp_limit(len(y)):
+            for k in others:
+                on_k, on_ref = t == k, t == ref
+                d_k = y[on_k] - outcome_models[ref].predict(Xm[on_k])  # imputed effects on the arm's rows
+                d_ref = outcome_models[k].predict(Xm[on_ref]) - y[on_ref]  # ... and on the reference rows
+                m_k = _make_cate_model(seed + 10 + k, cate_params).fit(Xm[on_k], d_k)
+                m_ref = _make_cate_model(seed + 20 + k, cate_params).fit(Xm[on_ref], d_ref)
+                cates.append([m_k, m_ref])
+        return CateEffectModel(outcome_models=[outcome_models[ref]], propensity_model=prop, cate_models=cates,
+                               **common)
+    # dr_learner: EconML DRLearner; the first category is the control, so the reference arm goes first.
+    import warnings
+
+    from econml.dr import DRLearner
+
+    dr = DRLearner(
+        model_propensity=_make_propensity_model(propensity_c, len(y)),
+        model_regression=_make_outcome_model(seed, outcome_params),
+        model_final=_make_cate_model(seed + 1, cate_params),
+        categories=[ref] + others,
+        cv=dr_cv,
+        min_propensity=PROPENSITY_CLIP,
+        random_state=seed,
+        allow_missing=True,
+    )
+    with omp_limit(len(y)), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dr.fit(y, t, X=Xm)
+        base = _make_outcome_model(seed + 2, outcome_params).fit(Xm[t == ref], y[t == ref])
+    prop = _make_propensity_model(propensity_c, len(y)).fit(Xm, t)
+    cates = [[dr.model_cate(T=k)] for k in others]
+    return CateEffectModel(outcome_models=[base], propensity_model=prop, cate_models=cates, **common)
+
+
+def _make_cate_model(seed: int, cate_params: dict[str, Any] | None) -> HistGradientBoostingRegressor:
+    return NanSafeHGBRegressor(random_state=seed, **{**DEFAULT_CATE_PARAMS, **(cate_params or {})})
+
+
+def fit_model(
     df: pd.DataFrame,
     feature_cols: Sequence[str],
     *,
+    estimator: str = "t_learner",
     treatment_col: str = TREATMENT_COL,
     outcome_col: str = OUTCOME_COL,
     arms: Sequence[str] = ARMS,
@@ -279,12 +383,14 @@ def fit_effect_model(
     seed: int = 0,
     outcome_params: dict[str, Any] | None = None,
     propensity_c: float = DEFAULT_PROPENSITY_C,
+    cate_params: dict[str, Any] | None = None,
 ) -> EffectModel:
-    """Fit a T-learner on all usable rows (known arm, observed outcome) without cross-fitted diagnostics.
+    """Fit one estimator (``ESTIMATORS``) on all usable rows (known arm, observed outcome), no diagnostics.
 
-    ``outcome_params`` override ``DEFAULT_OUTCOME_PARAMS`` of the per-arm gradient-boosting models;
-    ``propensity_c`` is the inverse L2 strength of the propensity model. Raises ``ValueError`` when an arm
-    has fewer than ``MIN_ROWS_PER_ARM`` training rows.
+    ``outcome_params`` override ``DEFAULT_OUTCOME_PARAMS`` of the gradient-boosting outcome models,
+    ``cate_params`` override ``DEFAULT_CATE_PARAMS`` of the effect models (DR/X), ``propensity_c`` is the
+    inverse L2 strength of the propensity model. Raises ``ValueError`` when an arm has fewer than
+    ``MIN_ROWS_PER_ARM`` training rows.
     """
     arms = tuple(arms)
     if reference_arm not in arms:
@@ -297,30 +403,32 @@ def fit_effect_model(
             f"arms with fewer than {MIN_ROWS_PER_ARM} rows having an observed outcome: {thin}"
         )
     Xm = feature_matrix(rows, feature_cols)
-    outcome_models, prop = _fit_arrays(Xm, t, y, len(arms), seed, outcome_params, propensity_c)
-    metadata = {
+    model = _fit_model_arrays(
+        estimator, Xm, t, y, arms, reference_arm, feature_cols, seed=seed, outcome_params=outcome_params,
+        propensity_c=propensity_c, cate_params=cate_params, treatment_col=treatment_col, outcome_col=outcome_col,
+    )
+    model.metadata = {
         **counts,
+        "estimator": estimator,
         "n_train": int(len(y)),
         "n_per_arm": {a: int(n) for a, n in zip(arms, n_per_arm)},
         "seed": int(seed),
         "outcome_model": "HistGradientBoostingRegressor",
         "outcome_params": {**DEFAULT_OUTCOME_PARAMS, **(outcome_params or {})},
+        "cate_model": ESTIMATOR_CATE_MODEL[estimator],
+        "cate_params": {**DEFAULT_CATE_PARAMS, **(cate_params or {})} if estimator != "t_learner" else {},
         "propensity_model": (
             "LogisticRegression(multinomial) on median-imputed (+ missing indicators), normal-score, scaled features"
         ),
         "propensity_c": float(propensity_c),
         "sklearn_version": sklearn.__version__,
     }
-    return EffectModel(
-        feature_cols=list(feature_cols),
-        arms=arms,
-        reference_arm=reference_arm,
-        outcome_models=outcome_models,
-        propensity_model=prop,
-        treatment_col=treatment_col,
-        outcome_col=outcome_col,
-        metadata=metadata,
-    )
+    return model
+
+
+def fit_effect_model(df: pd.DataFrame, feature_cols: Sequence[str], **kw: Any) -> EffectModel:
+    """Fit a T-learner on all usable rows without cross-fitted diagnostics (``fit_model`` with the T-learner)."""
+    return fit_model(df, feature_cols, estimator="t_learner", **kw)
 
 
 def fit_ensemble(
@@ -329,16 +437,17 @@ def fit_ensemble(
     *,
     n_models: int = 5,
     seed: int = 0,
+    estimator: str = "t_learner",
     treatment_col: str = TREATMENT_COL,
     outcome_col: str = OUTCOME_COL,
     arms: Sequence[str] = ARMS,
     **kw: Any,
 ) -> list[EffectModel]:
-    """Fit ``n_models`` T-learners on bootstrap resamples of the usable rows (known arm, observed outcome).
+    """Fit ``n_models`` models of kind ``estimator`` on bootstrap resamples of the usable rows.
 
     Resampling is stratified by arm (each arm keeps its row count), so every member sees every arm. Member
-    ``i`` uses seed ``seed + i`` for resampling and model fitting. ``kw`` is passed on to
-    ``fit_effect_model`` (``reference_arm``, ``outcome_params``, ``propensity_c``).
+    ``i`` uses seed ``seed + i`` for resampling and model fitting. ``kw`` is passed on to ``fit_model``
+    (``reference_arm``, ``outcome_params``, ``propensity_c``, ``cate_params``).
     """
     if n_models < 1:
         raise ValueError("n_models must be at least 1")
@@ -349,27 +458,28 @@ def fit_ensemble(
         rng = np.random.default_rng(seed + i)
         pick = np.concatenate([rng.choice(g, size=len(g), replace=True) for g in groups if len(g)])
         sample = usable.iloc[np.sort(pick)]
-        m = fit_effect_model(
-            sample,
-            feature_cols,
-            treatment_col=treatment_col,
-            outcome_col=outcome_col,
-            arms=arms,
-            seed=seed + i,
-            **kw,
+        m = fit_model(
+            sample, feature_cols, estimator=estimator, treatment_col=treatment_col, outcome_col=outcome_col,
+            arms=arms, seed=seed + i, **kw,
         )
         m.metadata["bootstrap_member"] = i
         models.append(m)
     return models
 
 
-def overlap_flags(propensities: np.ndarray, observed_arm: np.ndarray) -> np.ndarray:
+def overlap_flags(propensities: np.ndarray, observed_arm: np.ndarray | None = None) -> np.ndarray:
     """Boolean per row: outside overlap by ``OVERLAP_RULE``.
 
-    ``propensities`` is (n, n_arms); ``observed_arm`` holds the column index of the arm each row received.
+    ``propensities`` is (n, n_arms); ``observed_arm`` holds the column index of the arm each row received
+    (a negative index, or ``observed_arm=None``, = no arm known: only the any-arm part of the rule applies).
     """
-    e_obs = propensities[np.arange(len(observed_arm)), observed_arm]
-    return (e_obs < OVERLAP_OBSERVED_MIN) | (propensities.min(axis=1) < OVERLAP_ANY_MIN)
+    low_any = propensities.min(axis=1) < OVERLAP_ANY_MIN
+    if observed_arm is None:
+        return low_any
+    observed_arm = np.asarray(observed_arm)
+    known = observed_arm >= 0
+    e_obs = propensities[np.arange(len(observed_arm)), np.where(known, observed_arm, 0)]
+    return (known & (e_obs < OVERLAP_OBSERVED_MIN)) | low_any
 
 
 def aipw_scores(mu: np.ndarray, e: np.ndarray, t: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -389,7 +499,47 @@ def _mean_se(x: np.ndarray) -> tuple[float, float]:
     return float(np.mean(x)), float(np.std(x, ddof=1) / np.sqrt(len(x)))
 
 
-def fit_t_learner(
+@dataclass
+class CrossFit:
+    """Cross-fitted nuisances on the training rows, shared by every estimator (patient-level: never logged).
+
+    ``t``/``y``: arm index and outcome per row; ``mu``/``e``: out-of-fold outcome per arm (T-learner
+    nuisance) and propensities, (n, n_arms); ``psi``: AIPW pseudo-outcomes; ``outside``: outside common
+    support by ``OVERLAP_RULE``; ``folds``: (train, test) index pairs; ``Xm``: the feature matrix.
+    """
+
+    arms: tuple[str, ...]
+    reference_arm: str
+    Xm: np.ndarray
+    t: np.ndarray
+    y: np.ndarray
+    mu: np.ndarray
+    e: np.ndarray
+    psi: np.ndarray
+    outside: np.ndarray
+    folds: list[tuple[np.ndarray, np.ndarray]]
+    counts: dict[str, int]
+
+    @property
+    def ref(self) -> int:
+        return self.arms.index(self.reference_arm)
+
+    def pseudo_effects(self) -> np.ndarray:
+        """Doubly-robust pseudo-effect of each non-reference arm vs the reference, (n, n_arms - 1)."""
+        return _contrasts(self.psi, self.ref)
+
+
+@dataclass
+class EstimatorResult:
+    """One estimator fitted on all rows (``model``), its out-of-fold outcome predictions and diagnostics."""
+
+    name: str
+    model: EffectModel
+    oof_outcomes: np.ndarray
+    diagnostics: dict[str, float]
+
+
+def cross_fit(
     df: pd.DataFrame,
     feature_cols: Sequence[str],
     *,
@@ -401,56 +551,30 @@ def fit_t_learner(
     n_folds: int = 5,
     outcome_params: dict[str, Any] | None = None,
     propensity_c: float = DEFAULT_PROPENSITY_C,
-) -> tuple[EffectModel, dict[str, float]]:
-    """Fit the T-learner on all usable rows and compute cross-fitted diagnostics.
-
-    Rows without a therapy or without an observed outcome are excluded (counted in the diagnostics).
-    Nuisances (per-arm outcome models and the propensity model) are cross-fitted over ``n_folds``
-    folds stratified by arm; every diagnostic below uses only out-of-fold predictions.
-
-    Returns ``(model, diagnostics)``; ``diagnostics`` is a flat dict of numbers (MLflow-ready), outcomes
-    in metres:
-
-    * ``n_rows``, ``n_train``, ``n_excluded_no_treatment``, ``n_excluded_no_outcome``, ``n_train_<arm>``;
-    * ``oof_r2_<arm>``, ``oof_rmse_<arm>``: out-of-fold outcome-model fit on that arm's rows;
-    * ``propensity_min``, ``propensity_max``: over all rows and arms (out-of-fold);
-    * ``n_outside_overlap``, ``frac_outside_overlap``: rows outside overlap by ``OVERLAP_RULE``;
-    * ``dr_ate_<arm>``, ``dr_ate_se_<arm>``: AIPW ATE of each non-reference arm vs the reference, with
-      its standard error (propensities clipped at ``PROPENSITY_CLIP``);
-    * ``naive_ate_<arm>``: unadjusted difference in mean outcome vs the reference (for comparison);
-    * ``dr_policy_value_model`` (+ ``_se``): AIPW value of giving each patient the arm with the highest
-      out-of-fold predicted outcome; ``dr_policy_value_observed``: mean observed outcome (the value of
-      observed practice); ``dr_policy_value_<arm>``: everyone gets that arm; ``dr_policy_gain``
-      (+ ``_se``): model policy minus observed practice.
-    """
+) -> CrossFit:
+    """Cross-fit the nuisances (per-arm outcome models, propensity) over ``n_folds`` folds stratified by arm."""
     arms = tuple(arms)
-    model = fit_effect_model(
-        df,
-        feature_cols,
-        treatment_col=treatment_col,
-        outcome_col=outcome_col,
-        arms=arms,
-        reference_arm=reference_arm,
-        seed=seed,
-        outcome_params=outcome_params,
-        propensity_c=propensity_c,
-    )
     rows, t, y, counts = _training_rows(df, treatment_col, outcome_col, arms)
     Xm = feature_matrix(rows, feature_cols)
     n, n_arms = len(y), len(arms)
-    ref = arms.index(reference_arm)
-
     mu = np.empty((n, n_arms))
     e = np.empty((n, n_arms))
-    folds = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    for f, (tr, te) in enumerate(folds.split(Xm, t)):
+    folds = list(StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(Xm, t))
+    for f, (tr, te) in enumerate(folds):
         om, pm = _fit_arrays(Xm[tr], t[tr], y[tr], n_arms, seed + 100 * (f + 1), outcome_params, propensity_c)
         with omp_limit(len(te)):
             for k in range(n_arms):
                 mu[te, k] = om[k].predict(Xm[te])
         e[te] = _propensity_proba(pm, Xm[te], n_arms)
+    return CrossFit(arms=arms, reference_arm=reference_arm, Xm=Xm, t=t, y=y, mu=mu, e=e,
+                    psi=aipw_scores(mu, e, t, y), outside=overlap_flags(e, t), folds=folds, counts=counts)
 
-    diag: dict[str, float] = {**{k: float(v) for k, v in counts.items()}, "n_train": float(n)}
+
+def nuisance_diagnostics(cf: CrossFit) -> dict[str, float]:
+    """Aggregates that depend only on the shared nuisances (identical for every estimator of a data version)."""
+    arms, t, y, mu, e, psi = cf.arms, cf.t, cf.y, cf.mu, cf.e, cf.psi
+    ref, n = cf.ref, len(y)
+    diag: dict[str, float] = {**{k: float(v) for k, v in cf.counts.items()}, "n_train": float(n)}
     for k, a in enumerate(arms):
         diag[f"n_train_{a}"] = float((t == k).sum())
     for k, a in enumerate(arms):
@@ -461,29 +585,163 @@ def fit_t_learner(
         diag[f"oof_rmse_{a}"] = float(np.sqrt(sse / len(yk)))
     diag["propensity_min"] = float(e.min())
     diag["propensity_max"] = float(e.max())
-    outside = overlap_flags(e, t)
-    diag["n_outside_overlap"] = float(outside.sum())
-    diag["frac_outside_overlap"] = float(outside.mean())
-
-    psi = aipw_scores(mu, e, t, y)
+    diag["n_outside_overlap"] = float(cf.outside.sum())
+    diag["frac_outside_overlap"] = float(cf.outside.mean())
     for k, a in enumerate(arms):
         if k == ref:
             continue
         diag[f"dr_ate_{a}"], diag[f"dr_ate_se_{a}"] = _mean_se(psi[:, k] - psi[:, ref])
         diag[f"naive_ate_{a}"] = float(y[t == k].mean() - y[t == ref].mean())
-    best = mu.argmax(axis=1)
-    psi_policy = psi[np.arange(n), best]
-    diag["dr_policy_value_model"], diag["dr_policy_value_model_se"] = _mean_se(psi_policy)
     diag["dr_policy_value_observed"] = float(y.mean())
-    diag["dr_policy_gain"], diag["dr_policy_gain_se"] = _mean_se(psi_policy - y)
     for k, a in enumerate(arms):
         diag[f"dr_policy_value_{a}"] = float(psi[:, k].mean())
+    diag["n_folds"] = float(len(cf.folds))
+    return diag
+
+
+def qini_curve(pred_effect: np.ndarray, pseudo_effect: np.ndarray, n_points: int = 21) -> tuple[np.ndarray, np.ndarray]:
+    """Doubly-robust Qini (uplift) curve: treat the top fraction q by predicted effect.
+
+    Returns ``(q, gain)`` on ``n_points`` fractions from 0 to 1, ``gain(q)`` = mean over all rows of
+    ``1{ranked in top q} * pseudo_effect`` (metres per patient in the population); ``gain(1)`` is the ATE.
+    Aggregates only.
+    """
+    order = np.argsort(-pred_effect, kind="stable")
+    csum = np.concatenate([[0.0], np.cumsum(pseudo_effect[order])]) / len(order)
+    q = np.linspace(0.0, 1.0, n_points)
+    return q, csum[np.round(q * len(order)).astype(int)]
+
+
+def qini_coefficient(pred_effect: np.ndarray, pseudo_effect: np.ndarray) -> float:
+    """Area between the DR Qini curve and the random-targeting line (metres; higher is better ranking)."""
+    q, gain = qini_curve(pred_effect, pseudo_effect, n_points=101)
+    return float(np.trapezoid(gain - q * gain[-1], q))
+
+
+def calibration_slope(pred_effect: np.ndarray, pseudo_effect: np.ndarray) -> float:
+    """Slope of the pseudo-effect regressed on the centred predicted effect (1 = calibrated, 0 = no signal).
+
+    The best-linear-predictor test of Chernozhukov et al. for heterogeneity: NaN when predictions are constant.
+    """
+    x = pred_effect - pred_effect.mean()
+    vx = float(np.dot(x, x))
+    return float(np.dot(x, pseudo_effect - pseudo_effect.mean()) / vx) if vx > 0 else float("nan")
+
+
+def validation_metrics(outcomes: np.ndarray, cf: CrossFit) -> dict[str, float]:
+    """Score per-arm outcome predictions for the training rows of ``cf`` without ground truth.
+
+    ``outcomes`` (n, n_arms) are out-of-fold predictions for a challenger (or any model's predictions, e.g.
+    the registered champion's). Returns:
+
+    * ``val_tau_risk``: mean over contrasts of the mean squared difference between the predicted effect
+      and the DR pseudo-effect, over rows inside common support (outside rows trimmed); it equals the
+      PEHE² plus a term that does not depend on the model, so it ranks estimators like PEHE does;
+      ``val_tau_risk_<arm>`` per contrast; ``n_trimmed``;
+    * ``dr_policy_value_model`` (+ ``_se``): AIPW value of giving each row the arm with the highest
+      predicted outcome (all rows, propensities clipped); ``dr_policy_gain`` (+ ``_se``): minus observed
+      practice; ``frac_recommended_<arm>``;
+    * ``val_qini_<arm>``, ``val_calibration_slope_<arm>``: DR Qini coefficient and calibration slope of
+      the predicted effect (trimmed rows);
+    * ``est_ate_<arm>``: mean predicted effect.
+    """
+    arms, ref, n = cf.arms, cf.ref, len(cf.y)
+    if outcomes.shape != (n, len(arms)):
+        raise ValueError(f"outcomes must have shape {(n, len(arms))}, got {outcomes.shape}")
+    keep = ~cf.outside
+    pred_eff, pseudo = _contrasts(outcomes, ref), cf.pseudo_effects()
+    out: dict[str, float] = {"n_trimmed": float((~keep).sum())}
+    risks = []
+    for j, a in enumerate(a for a in arms if a != cf.reference_arm):
+        r = float(np.mean((pred_eff[keep, j] - pseudo[keep, j]) ** 2))
+        risks.append(r)
+        out[f"val_tau_risk_{a}"] = r
+        out[f"val_qini_{a}"] = qini_coefficient(pred_eff[keep, j], pseudo[keep, j])
+        out[f"val_calibration_slope_{a}"] = calibration_slope(pred_eff[keep, j], pseudo[keep, j])
+        out[f"est_ate_{a}"] = float(pred_eff[:, j].mean())
+    out["val_tau_risk"] = float(np.mean(risks))
+    best = outcomes.argmax(axis=1)
+    psi_policy = cf.psi[np.arange(n), best]
+    out["dr_policy_value_model"], out["dr_policy_value_model_se"] = _mean_se(psi_policy)
+    out["dr_policy_gain"], out["dr_policy_gain_se"] = _mean_se(psi_policy - cf.y)
     for k, a in enumerate(arms):
-        diag[f"frac_recommended_{a}"] = float((best == k).mean())
-    diag["n_folds"] = float(n_folds)
-    model.metadata["overlap_rule"] = OVERLAP_RULE
-    model.metadata["n_folds"] = int(n_folds)
-    return model, diag
+        out[f"frac_recommended_{a}"] = float((best == k).mean())
+    return out
+
+
+def fit_estimators(
+    df: pd.DataFrame,
+    feature_cols: Sequence[str],
+    *,
+    estimators: Sequence[str] = ESTIMATORS,
+    treatment_col: str = TREATMENT_COL,
+    outcome_col: str = OUTCOME_COL,
+    arms: Sequence[str] = ARMS,
+    reference_arm: str = REFERENCE_ARM,
+    seed: int = 0,
+    n_folds: int = 5,
+    outcome_params: dict[str, Any] | None = None,
+    propensity_c: float = DEFAULT_PROPENSITY_C,
+    cate_params: dict[str, Any] | None = None,
+) -> tuple[CrossFit, dict[str, EstimatorResult]]:
+    """Fit every estimator on the same rows and score each on the same cross-fitted yardstick.
+
+    Rows without a therapy or without an observed outcome are excluded (counted). The nuisances are
+    cross-fitted once (``cross_fit``); each estimator is then refitted on the training folds of the same
+    folds and predicts the held-out fold (its out-of-fold predictions), and fitted once on all rows (the
+    model that is logged and used). Diagnostics per estimator = ``nuisance_diagnostics`` (shared) +
+    ``validation_metrics`` of its out-of-fold predictions; all flat numbers, MLflow-ready.
+    """
+    arms = tuple(arms)
+    unknown = [e for e in estimators if e not in ESTIMATORS]
+    if unknown:
+        raise ValueError(f"unknown estimators {unknown}; choose from {list(ESTIMATORS)}")
+    kw = dict(treatment_col=treatment_col, outcome_col=outcome_col, arms=arms, reference_arm=reference_arm,
+              outcome_params=outcome_params, propensity_c=propensity_c)
+    cf = cross_fit(df, feature_cols, seed=seed, n_folds=n_folds, **kw)
+    shared = nuisance_diagnostics(cf)
+    results: dict[str, EstimatorResult] = {}
+    for name in estimators:
+        model = fit_model(df, feature_cols, estimator=name, seed=seed, cate_params=cate_params, **kw)
+        if name == "t_learner":
+            oof = cf.mu  # the cross-fitted nuisance *is* the out-of-fold T-learner
+        else:
+            oof = np.empty_like(cf.mu)
+            for f, (tr, te) in enumerate(cf.folds):
+                m = _fit_model_arrays(
+                    name, cf.Xm[tr], cf.t[tr], cf.y[tr], arms, reference_arm, feature_cols,
+                    seed=seed + 100 * (f + 1), outcome_params=outcome_params, propensity_c=propensity_c,
+                    cate_params=cate_params,
+                )
+                oof[te] = m._predict_matrix(cf.Xm[te])
+        diag = {**shared, **validation_metrics(oof, cf)}
+        model.metadata.update(overlap_rule=OVERLAP_RULE, n_folds=int(n_folds), validation_metric=VALIDATION_METRIC)
+        results[name] = EstimatorResult(name=name, model=model, oof_outcomes=oof, diagnostics=diag)
+    return cf, results
+
+
+def best_estimator(results: dict[str, EstimatorResult]) -> str:
+    """Name of the estimator with the lowest finite ``VALIDATION_METRIC`` (ties: first in ``results`` order)."""
+    scored = [(r.diagnostics.get(VALIDATION_METRIC, float("nan")), i, name) for i, (name, r) in enumerate(results.items())]
+    scored = [s for s in scored if np.isfinite(s[0])]
+    if not scored:
+        raise ValueError(f"no estimator has a finite {VALIDATION_METRIC}")
+    return min(scored)[2]
+
+
+def fit_t_learner(df: pd.DataFrame, feature_cols: Sequence[str], **kw: Any) -> tuple[EffectModel, dict[str, float]]:
+    """Fit the T-learner on all usable rows and compute cross-fitted diagnostics (see ``fit_estimators``).
+
+    Returns ``(model, diagnostics)``; ``diagnostics`` is a flat dict of numbers (MLflow-ready), outcomes
+    in metres: counts (``n_rows``, ``n_train``, ``n_excluded_*``, ``n_train_<arm>``), out-of-fold fit
+    (``oof_r2_<arm>``, ``oof_rmse_<arm>``), propensity range and overlap (``n_outside_overlap``,
+    ``frac_outside_overlap``), AIPW ATEs (``dr_ate_<arm>`` + ``_se``, ``naive_ate_<arm>``), policy values
+    (``dr_policy_value_model`` + ``_se``, ``dr_policy_value_observed``, ``dr_policy_value_<arm>``,
+    ``dr_policy_gain`` + ``_se``), and the validation metrics of ``validation_metrics``.
+    """
+    _, results = fit_estimators(df, feature_cols, estimators=("t_learner",), **kw)
+    r = results["t_learner"]
+    return r.model, r.diagnostics
 
 
 def evaluate_against_truth(
@@ -499,7 +757,8 @@ def evaluate_against_truth(
     potential outcome, metres). Returns a flat dict: ``pehe_<arm>`` (root mean squared error of the
     predicted vs true effect vs the reference), ``ate_error_<arm>`` (mean predicted minus mean true
     effect), ``policy_value_model`` / ``policy_value_oracle`` (mean true outcome when each row gets the
-    model's / the truly best arm), ``regret`` (oracle minus model), ``policy_accuracy`` (share of rows
+    model's / the truly best arm), ``calibration_slope_<arm>`` (true effect regressed on the predicted
+    effect: 1 = calibrated), ``regret`` (oracle minus model), ``policy_accuracy`` (share of rows
     where the model picks the truly best arm) and, when ``X`` has ``treatment_col``, the observed-practice
     value ``policy_value_observed`` over rows with a known arm.
     """
@@ -514,6 +773,7 @@ def evaluate_against_truth(
     for j, a in enumerate(a for a in arms if a != model.reference_arm):
         out[f"pehe_{a}"] = float(np.sqrt(np.mean((pe[:, j] - te[:, j]) ** 2)))
         out[f"ate_error_{a}"] = float(pe[:, j].mean() - te[:, j].mean())
+        out[f"calibration_slope_{a}"] = calibration_slope(pe[:, j], te[:, j])
     idx = np.arange(len(X))
     chosen, oracle = pred.argmax(axis=1), truth.argmax(axis=1)
     out["policy_value_model"] = float(truth[idx, chosen].mean())
@@ -527,3 +787,53 @@ def evaluate_against_truth(
             raise ValueError(f"{treatment_col!r} has values outside the arms {list(arms)}")
         out["policy_value_observed"] = float(truth[idx[known], obs].mean())
     return out
+
+
+def generator_twins(n: int, seed: int = 0, *, n_sites: int = 3) -> tuple[pd.DataFrame, np.ndarray]:
+    """A model-facing twin table drawn straight from the synthetic generator, with its ground truth.
+
+    For benchmarks and tests that need realistic confounding without running the pipeline: patients come
+    from ``twin_pipeline.synth.cohort.cohort_simulate`` (the same treatment and outcome model as the demo
+    cohort), mapped onto ``MODEL_FEATURES``-style columns (features the generator does not simulate per
+    patient — HbA1c, FEV1/FVC, ECG — are NaN, as in a twin without those sources). Returns ``(df, truth)``:
+    ``df`` has ``person_id`` (synthetic ``g<seed>_<i>``), ``site_id``, the features, ``therapy`` and
+    ``outcome_6mwd_90d_m`` (NaN when the follow-up falls after the data cut); ``truth`` is (n, n_arms) of
+    realised potential outcomes in ``ARMS`` order.
+    """
+    from twin_pipeline.lib.twin import MODEL_FEATURES
+    from twin_pipeline.synth.cohort import cohort_simulate, delivery_dates
+    from twin_pipeline.synth.sites import site_profiles
+
+    rng = np.random.default_rng(seed)
+    profiles = site_profiles(n_sites)
+    sizes = np.full(n_sites, n // n_sites)
+    sizes[: n - sizes.sum()] += 1
+    dates = delivery_dates(2)
+    frames = [cohort_simulate(p, int(k), dates, rng) for p, k in zip(profiles, sizes)]
+    c = pd.concat(frames, ignore_index=True)
+    days_since = np.array([(i - v).days for i, v in zip(c["index_date"], c["covid_date"])], dtype=float)
+    df = pd.DataFrame({
+        "person_id": [f"g{seed}_{i:07d}" for i in range(len(c))],
+        "site_id": c["site_id"].to_numpy(),
+        "age_years": c["age_at_index"].to_numpy(float),
+        "sex_male": (~c["female"].astype(bool)).astype(float).to_numpy(),
+        "baseline_6mwd_m": c["baseline_6mwd_m"].to_numpy(float),
+        "crp_mg_l": c["crp_baseline_mg_l"].to_numpy(float),
+        "hba1c_pct": np.nan,
+        "fev1_fvc_pct": np.nan,
+        "bmi": c["bmi"].to_numpy(float),
+        "fatigue_score": c["fatigue_baseline"].to_numpy(float),
+        "dyspnea_mmrc": c["mmrc_baseline"].to_numpy(float),
+        "post_exertional_malaise": (c["severity"].to_numpy(float) > 0.5).astype(float),
+        "days_since_covid": days_since,
+        "dx_copd": c["coded_copd"].astype(float).to_numpy(),
+        "dx_type2_diabetes": c["coded_t2d"].astype(float).to_numpy(),
+        "dx_rheumatoid_arthritis": c["coded_ra"].astype(float).to_numpy(),
+        "hr_mean_bpm": np.nan,
+        "hrv_rmssd_ms": np.nan,
+        "resting_hr_bpm": c["resting_hr_bpm"].to_numpy(float),
+        "therapy": c["therapy_arm"].to_numpy(object),
+        "outcome_6mwd_90d_m": c["observed_outcome_m"].to_numpy(float),
+    })
+    assert list(df.columns[2:-2]) == list(MODEL_FEATURES), "generator_twins is out of step with MODEL_FEATURES"
+    return df, c[[f"y_{a}" for a in ARMS]].to_numpy(float)

@@ -45,8 +45,9 @@ def load_vocabulary(vocab_dir: Path | None = None) -> Vocabulary:
     conv["factor"] = conv["factor"].astype(float)
     conv["offset"] = conv["offset"].astype(float)
     meas = read("measurements.csv")
-    meas["min_plausible"] = meas["min_plausible"].astype(float)
-    meas["max_plausible"] = meas["max_plausible"].astype(float)
+    for col in ("min_plausible", "max_plausible", "typical_low", "typical_high"):
+        if col in meas:  # empty = no range known for the concept (checks report it as unchecked)
+            meas[col] = pd.to_numeric(meas[col].replace("", None), errors="raise").astype(float)
     return Vocabulary(
         conditions=read("conditions.csv"),
         measurements=meas,
@@ -64,9 +65,27 @@ def harmonize_person(person: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+# Synthea CSV ENCOUNTERCLASS and FHIR Encounter.class (v3 ActCode) -> OMOP visit concept
+# (as OHDSI ETL-Synthea maps them: 9201 inpatient, 9202 outpatient, 9203 emergency room)
+VISIT_CONCEPTS = {
+    "inpatient": ("inpatient", 9201), "imp": ("inpatient", 9201), "acute": ("inpatient", 9201),
+    "snf": ("inpatient", 9201), "hospice": ("inpatient", 9201),
+    "emergency": ("emergency", 9203), "emer": ("emergency", 9203), "urgentcare": ("emergency", 9203),
+    "ambulatory": ("outpatient", 9202), "wellness": ("outpatient", 9202), "outpatient": ("outpatient", 9202),
+    "amb": ("outpatient", 9202), "home": ("outpatient", 9202), "hh": ("outpatient", 9202),
+    "virtual": ("outpatient", 9202), "vr": ("outpatient", 9202), "obsenc": ("outpatient", 9202),
+}
+
+
 def harmonize_visits(visit: pd.DataFrame) -> pd.DataFrame:
+    """Encounters → `visit_occurrence` with an OMOP visit concept; the class as delivered is kept."""
     out = visit.rename(columns={"visit_start": "visit_start_datetime", "visit_end": "visit_end_datetime"}).copy()
-    out["visit_concept"] = out["encounter_class"].astype("string").str.lower()
+    cls = out["encounter_class"].astype("string").str.lower().str.strip()
+    out["visit_source_value"] = out["encounter_class"].astype("string")
+    out["visit_concept"] = cls.map(lambda c: VISIT_CONCEPTS.get(c, (UNMAPPED, 0))[0] if isinstance(c, str) else UNMAPPED)
+    out["visit_concept"] = out["visit_concept"].astype("string")
+    out["visit_concept_id"] = cls.map(lambda c: VISIT_CONCEPTS.get(c, (UNMAPPED, 0))[1] if isinstance(c, str) else 0)
+    out["visit_concept_id"] = out["visit_concept_id"].astype("int64")
     return out
 
 
@@ -77,10 +96,44 @@ def harmonize_conditions(cond: pd.DataFrame, vocab: Vocabulary) -> pd.DataFrame:
                  "source_code": "condition_source_value"}
     ).copy()
     src = out["condition_source_value"].astype(str)
-    out["condition_concept_code"] = src.map(m["icd10cm_code"]).fillna(UNMAPPED).astype("string")
+    icd = src.map(m["icd10cm_code"]).replace("", None)
+    domain = src.map(m["domain_id"]) if "domain_id" in m else pd.Series("Condition", index=out.index)
+    out["domain_id"] = domain.fillna(UNMAPPED).astype("string")
+    out["condition_concept_code"] = icd.fillna(UNMAPPED).astype("string")
     out["condition_vocabulary"] = np.where(out["condition_concept_code"] == UNMAPPED, UNMAPPED, "ICD10CM")
-    out["phenotype_group"] = src.map(m["phenotype_group"]).astype("string")
+    group = src.map(m["phenotype_group"]).astype("string")
+    out["phenotype_group"] = group.mask(group == "")
     return out
+
+
+def split_condition_domains(cond: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """OMOP puts a record in the table of its concept's domain: SNOMED findings whose domain is
+    Observation (employment, education, social circumstances, "history of ...") leave
+    `condition_occurrence` for `observation` (concept = the SNOMED code, a standard concept there)."""
+    is_obs = (cond["domain_id"] == "Observation").to_numpy()
+    conditions = cond[~is_obs].reset_index(drop=True)
+    found = cond[is_obs]
+    lineage = [c for c in ("site_id", "delivery_id", "source_file", "source_row") if c in found.columns]
+    obs = pd.DataFrame({
+        "person_id": found["person_id"].to_numpy(),
+        "visit_id": found["visit_id"].to_numpy() if "visit_id" in found else None,
+        "observation_datetime": pd.to_datetime(found["condition_start_datetime"]).to_numpy(),
+        "observation_source_value": found["condition_source_value"].astype("string").to_numpy(),
+        "observation_concept_code": found["condition_source_value"].astype("string").to_numpy(),
+        "value_as_string": pd.array([None] * len(found), dtype="string"),
+        "value_as_number": np.full(len(found), np.nan),
+        "source_kind": "ehr",
+        **{c: found[c].to_numpy() for c in lineage},
+    })
+    obs["observation_concept_code"] = obs["observation_concept_code"].astype("string")
+    obs["observation_source_value"] = obs["observation_source_value"].astype("string")
+    return conditions, obs
+
+
+def condition_mapped(cond: pd.DataFrame) -> pd.Series:
+    """A condition-source row has a standard concept: ICD-10-CM for Condition-domain SNOMED codes,
+    the SNOMED code itself for Observation-domain findings; unknown codes are unmapped."""
+    return (cond["condition_concept_code"] != UNMAPPED) | (cond["domain_id"] == "Observation")
 
 
 def harmonize_measurements(
@@ -128,11 +181,14 @@ def harmonize_measurements(
     out["measurement_concept_code"] = np.where(mapped.values[keep], loinc.values[keep], UNMAPPED)
     out["value_as_number"] = value.values[keep] * factors[keep] + offsets[keep]
     out["unit_concept_code"] = canon[keep]
-    lo = out["measurement_concept_code"].map(meas_vocab["min_plausible"])
-    hi = out["measurement_concept_code"].map(meas_vocab["max_plausible"])
-    out["range_flag"] = np.select(
-        [lo.isna(), out["value_as_number"] < lo, out["value_as_number"] > hi], ["unchecked", "low", "high"], "ok"
-    )
+    out["value_as_number"] = out["value_as_number"].astype("float64")
+    lo = out["measurement_concept_code"].map(meas_vocab["min_plausible"]).astype("float64").to_numpy()
+    hi = out["measurement_concept_code"].map(meas_vocab["max_plausible"]).astype("float64").to_numpy()
+    v = out["value_as_number"].to_numpy()
+    with np.errstate(invalid="ignore"):
+        out["range_flag"] = np.select(
+            [np.isnan(lo) & np.isnan(hi), v < lo, v > hi], ["unchecked", "low", "high"], "ok"
+        )
     for c in ("measurement_concept_code", "unit_concept_code", "range_flag"):
         out[c] = out[c].astype("string")
     obs_out = text.rename(
@@ -185,8 +241,76 @@ def harmonize_interviews(interviews: pd.DataFrame, answer_fields: list[str]) -> 
 
 
 def mapping_coverage(frames: dict[str, tuple[pd.DataFrame, str]]) -> dict[str, float]:
-    """Fraction of rows with a standard concept, per vocabulary: {name: (frame, concept column)}."""
+    """Fraction of rows with a standard concept, per vocabulary: {name: (frame, concept column)}.
+
+    The second element may also be a boolean Series ("row is mapped") aligned on the frame."""
     out = {}
     for name, (df, col) in frames.items():
-        out[name] = float((df[col] != UNMAPPED).mean()) if len(df) else 1.0
+        mapped = col if isinstance(col, pd.Series) else df[col] != UNMAPPED
+        out[name] = float(mapped.mean()) if len(df) else 1.0
     return out
+
+
+def mapping_counts(frames: dict[str, tuple[pd.DataFrame, object]]) -> dict[str, dict[str, int]]:
+    """Rows, mapped rows and distinct unmapped source codes per vocabulary (aggregates only)."""
+    out = {}
+    for name, (df, col) in frames.items():
+        mapped = col if isinstance(col, pd.Series) else df[col] != UNMAPPED
+        out[name] = {"rows": int(len(df)), "mapped": int(mapped.sum()), "unmapped": int((~mapped).sum())}
+    return out
+
+
+@dataclass
+class HarmonizedDelivery:
+    """The `omop` tables of one site delivery, the measurement rows rejected with a reason, and
+    the per-vocabulary mapping of the source rows (aggregates only leave through `coverage`)."""
+
+    tables: dict[str, pd.DataFrame]
+    rejected: pd.DataFrame
+    mapped: dict[str, tuple[pd.DataFrame, object]]
+    text_observations: int
+
+    def coverage(self) -> dict[str, float]:
+        return mapping_coverage(self.mapped)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        return mapping_counts(self.mapped)
+
+
+def harmonize_ehr(
+    deid: dict[str, pd.DataFrame], vocab: Vocabulary, *, local_lab_codes: dict[str, str], unit_alias,
+    interview_fields: list[str] | None = None,
+) -> HarmonizedDelivery:
+    """`deid` EHR (+ interview) frames of one delivery → OMOP-shaped tables.
+
+    Keys of `deid`: person, visit, condition, observation, medication, procedure and optionally
+    interview. Condition-source findings of the Observation domain land in `observation`."""
+    meas, obs_text, rejected = harmonize_measurements(
+        deid["observation"], vocab, local_lab_codes=local_lab_codes, unit_alias=unit_alias
+    )
+    cond_all = harmonize_conditions(deid["condition"], vocab)
+    conditions, cond_obs = split_condition_domains(cond_all)
+    parts = [obs_text, cond_obs]
+    if "interview" in deid and interview_fields is not None:
+        parts.append(harmonize_interviews(deid["interview"], interview_fields))
+    nonempty = [f for f in parts if len(f)]
+    observation = pd.concat(nonempty, ignore_index=True) if nonempty else parts[-1].iloc[0:0].copy()
+    if "value_as_string" not in observation:
+        observation["value_as_string"] = pd.Series(dtype="string")
+    observation["value_as_string"] = observation["value_as_string"].astype("string")
+    drugs = harmonize_drugs(deid["medication"], vocab)
+    tables = {
+        "person": harmonize_person(deid["person"]),
+        "visit_occurrence": harmonize_visits(deid["visit"]),
+        "condition_occurrence": conditions,
+        "measurement": meas,
+        "drug_exposure": drugs,
+        "procedure_occurrence": harmonize_procedures(deid["procedure"], vocab),
+        "observation": observation,
+    }
+    mapped = {
+        "conditions_snomed": (cond_all, condition_mapped(cond_all)),
+        "labs_loinc": (meas, "measurement_concept_code"),
+        "drugs_rxnorm": (drugs, "drug_concept_code"),
+    }
+    return HarmonizedDelivery(tables, rejected, mapped, len(obs_text))

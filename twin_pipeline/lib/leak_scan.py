@@ -32,6 +32,7 @@ __all__ = [
     "IdentifierSet",
     "ScanReport",
     "collect_identifiers",
+    "identifiers_from_patients",
     "scan_dagster",
     "scan_files",
     "scan_mlflow",
@@ -53,9 +54,10 @@ PATIENT_COLUMNS: dict[str, str] = {
     "Id": "patient_id", "SSN": "ssn", "DRIVERS": "drivers_licence", "PASSPORT": "passport",
     "PREFIX": None, "FIRST": "name", "LAST": "name", "SUFFIX": None, "MAIDEN": "name",
     "BIRTHDATE": "birth_date", "DEATHDATE": "death_date", "BIRTHPLACE": "address", "ADDRESS": "address",
-    "CITY": "address", "COUNTY": "address", "ZIP": "zip", "LAT": "geo", "LON": "geo",
+    "CITY": "address", "COUNTY": "address", "LAT": "geo", "LON": "geo",
     "MRN": "mrn", "PHONE": "phone",
 }
+# ZIP is not searched alone: a 5-digit number collides with LOINC / SNOMED codes (ZIP3 is released anyway)
 #: kinds also matched digits-only (any separators)
 DIGIT_KINDS = frozenset({"ssn", "phone", "mrn"})
 #: WFDB header comment keys (case-folded, spaces -> _) whose values are identifiers
@@ -221,16 +223,42 @@ def _comment_identifiers(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
                 yield m.group(2).strip(), kind
 
 
+def _cell(value: object) -> object:
+    if hasattr(value, "isoformat") and hasattr(value, "hour"):  # a parsed date: its ISO date
+        try:
+            if value != value:  # NaT
+                return None
+        except TypeError:
+            pass
+        return value.isoformat()[:10] if (value.hour, value.minute, value.second) == (0, 0, 0) else value.isoformat()
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
+def _add_patient_rows(rows: Iterable[dict], ids: IdentifierSet) -> IdentifierSet:
+    for row in rows:
+        for col, kind in PATIENT_COLUMNS.items():
+            v = _cell(row.get(col))
+            if kind and v not in (None, ""):
+                ids.add(v, kind)
+        ids.add_full_name(_cell(row.get("FIRST")), _cell(row.get("LAST")))
+    return ids
+
+
+def identifiers_from_patients(patients, ids: IdentifierSet | None = None) -> IdentifierSet:
+    """Identifiers of a patients frame (Synthea ``patients.csv`` columns, as read by the sources)."""
+    ids = ids if ids is not None else IdentifierSet()
+    cols = [c for c in PATIENT_COLUMNS if c in patients.columns]
+    return _add_patient_rows(patients[cols].to_dict("records"), ids)
+
+
 def collect_identifiers(delivery_dirs: Iterable[Path], ids: IdentifierSet | None = None) -> IdentifierSet:
     """Raw identifiers of every delivery folder given (``<landing>/<site>/<delivery>/``)."""
     ids = ids if ids is not None else IdentifierSet()
     for ddir in delivery_dirs:
         ddir = Path(ddir)
-        for row in _read_csv_dicts(ddir / "ehr" / "patients.csv"):
-            for col, kind in PATIENT_COLUMNS.items():
-                if kind and row.get(col):
-                    ids.add(row[col], kind)
-            ids.add_full_name(row.get("FIRST"), row.get("LAST"))
+        _add_patient_rows(_read_csv_dicts(ddir / "ehr" / "patients.csv"), ids)
         dictionary = _read_csv_dicts(ddir / "interviews" / "data_dictionary.csv")
         flagged = [r.get("Variable / Field Name", "") for r in dictionary
                    if str(r.get("Identifier?", "")).strip().lower() == "y"]
@@ -323,15 +351,17 @@ _TEXT_TYPES = ("VARCHAR", "JSON", "BLOB", "STRUCT", "MAP", "UNION")
 _INT_TYPES = ("BIGINT", "INTEGER", "HUGEINT", "UBIGINT", "UINTEGER", "UHUGEINT")
 
 
-def scan_warehouse(database: str | Path, ids: IdentifierSet) -> ScanReport:
-    """Every table and view of the DuckDB file: text-like columns token/digit-scanned (each distinct
-    value weighted by its row count), integer columns compared with digit identifiers, and names."""
+def scan_warehouse(database, ids: IdentifierSet) -> ScanReport:
+    """Every table and view of the DuckDB warehouse (a file path, opened read-only, or an open
+    connection): text-like columns token/digit-scanned (each distinct value weighted by its row
+    count), integer columns compared with digit identifiers, and schema/table/column names."""
     import duckdb
 
     report = ScanReport()
-    if not Path(database).exists():
+    own = isinstance(database, str | Path)
+    if own and not Path(database).exists():
         return report
-    con = duckdb.connect(str(database), read_only=True)
+    con = duckdb.connect(str(database), read_only=True) if own else database
     try:
         cols = con.execute(
             "select table_schema, table_name, column_name, data_type from information_schema.columns "
@@ -367,7 +397,8 @@ def scan_warehouse(database: str | Path, ids: IdentifierSet) -> ScanReport:
                 report.scanned["values"] += sum(n for _v, n in rows)
                 report.add("warehouse", loc, found)
     finally:
-        con.close()
+        if own:
+            con.close()
     return report
 
 

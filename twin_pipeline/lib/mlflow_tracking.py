@@ -35,7 +35,7 @@ from mlflow.models.signature import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types.schema import ColSpec, Schema
 
-from twin_pipeline.lib.effects import EffectModel, feature_matrix
+from twin_pipeline.lib.effects import DEFAULT_CATE_PARAMS, EffectModel, feature_matrix
 
 MODEL_NAME = "effect_model"
 MODEL_ARTIFACT_KEY = "effect_model"
@@ -98,7 +98,9 @@ def median_input_example(df: pd.DataFrame, feature_cols: list[str]) -> pd.DataFr
     """
     if len(df) < MIN_ROWS_FOR_EXAMPLE:
         raise ValueError(f"need at least {MIN_ROWS_FOR_EXAMPLE} rows to build a median input example")
-    med = np.nanmedian(feature_matrix(df, feature_cols), axis=0) if len(feature_cols) else np.array([])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN column: median NaN, replaced by 0 below
+        med = np.nanmedian(feature_matrix(df, feature_cols), axis=0) if len(feature_cols) else np.array([])
     med = np.where(np.isfinite(med), med, 0.0)
     return pd.DataFrame([med], columns=list(feature_cols), dtype=np.float64)
 
@@ -137,7 +139,8 @@ def model_params(model: EffectModel) -> dict[str, Any]:
     """Parameters describing a fitted ``EffectModel`` (hyper-parameters, arms, features; no data)."""
     md = model.metadata
     return {
-        "model_kind": "t_learner",
+        "model_kind": getattr(model, "kind", "t_learner"),
+        "estimator": getattr(model, "kind", "t_learner"),
         "arms": list(model.arms),
         "reference_arm": model.reference_arm,
         "treatment_col": model.treatment_col,
@@ -146,6 +149,10 @@ def model_params(model: EffectModel) -> dict[str, Any]:
         "n_features": len(model.feature_cols),
         "outcome_model": md.get("outcome_model"),
         "outcome_params": md.get("outcome_params", {}),
+        "cate_model": md.get("cate_model"),
+        # same keys for every estimator so runs line up in MLflow's compare view
+        "cate_params": md.get("cate_params") or {k: "n/a" for k in DEFAULT_CATE_PARAMS},
+        "validation_metric": md.get("validation_metric"),
         "propensity_model": md.get("propensity_model"),
         "propensity_c": md.get("propensity_c"),
         "seed": md.get("seed"),
@@ -242,6 +249,7 @@ def log_effect_model_run(
     registered_model_name: str | None = None,
     registered_model_alias: str | None = None,
     artifact_location: str | None = None,
+    figures: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Log one fitted effect model as an MLflow run and return where it went.
 
@@ -253,7 +261,8 @@ def log_effect_model_run(
       ``mlflow.log_input`` (context ``training``) from ``source=dataset_source`` with its digest;
     * model: ``EffectModelPyfunc`` under name ``effect_model`` with an explicit signature (features →
       one double column per arm) and a median input example built from ``input_example``; registered as
-      ``registered_model_name`` when given, and the alias set when ``registered_model_alias`` is given.
+      ``registered_model_name`` when given, and the alias set when ``registered_model_alias`` is given;
+    * figures: each matplotlib figure of ``figures`` as ``plots/<name>.png`` (closed after logging).
 
     Returns ``{"run_id", "model_uri", "model_id", "experiment_id", "registered_version"}`` (the last is
     None when not registered).
@@ -275,6 +284,11 @@ def log_effect_model_run(
             pickle.dump(model, fh, protocol=pickle.HIGHEST_PROTOCOL)
         with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=str_tags) as run:
             mlflow.log_params(flat_params)
+            for fig_name, fig in (figures or {}).items():
+                mlflow.log_figure(fig, f"plots/{fig_name}.png")
+                import matplotlib.pyplot as plt
+
+                plt.close(fig)
             dataset = None
             if dataset_df is not None:
                 missing = [c for c in logged_cols if c not in dataset_df.columns]
@@ -318,4 +332,79 @@ def log_effect_model_run(
         "model_id": info.model_id,
         "experiment_id": experiment_id,
         "registered_version": int(version) if version is not None else None,
+    }
+
+
+CHAMPION_ALIAS = "champion"
+CHALLENGER_ALIAS = "challenger"
+
+
+def champion_decision(challenger_metric: float, champion_metric: float | None, *, min_improvement: float = 0.0) -> bool:
+    """True when the challenger should become champion on a lower-is-better validation metric.
+
+    No champion (``None`` or NaN) → True. Otherwise the challenger must be strictly better by more than
+    ``min_improvement`` (same units as the metric); a tie keeps the current champion. A non-finite
+    challenger metric never wins.
+    """
+    if not math.isfinite(challenger_metric):
+        return False
+    if champion_metric is None or not math.isfinite(champion_metric):
+        return True
+    return challenger_metric < champion_metric - min_improvement
+
+
+def alias_version(tracking_uri: str, name: str, alias: str = CHAMPION_ALIAS) -> dict[str, Any] | None:
+    """The registered version holding ``alias``: ``{"version", "run_id", "model_uri", "tags", "run_metrics",
+    "run_tags"}``, or None when the model or the alias does not exist."""
+    with use_tracking_uri(tracking_uri):
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        try:
+            mv = client.get_model_version_by_alias(name, alias)
+        except MlflowException:
+            return None
+        run = client.get_run(mv.run_id) if mv.run_id else None
+        return {
+            "version": int(mv.version),
+            "run_id": mv.run_id,
+            "model_uri": f"models:/{name}@{alias}",
+            "tags": dict(mv.tags or {}),
+            "run_metrics": dict(run.data.metrics) if run else {},
+            "run_tags": dict(run.data.tags) if run else {},
+        }
+
+
+def register_and_gate(
+    *,
+    tracking_uri: str,
+    name: str,
+    model_uri: str,
+    challenger_metric: float,
+    champion_metric: float | None,
+    tags: dict[str, Any] | None = None,
+    min_improvement: float = 0.0,
+) -> dict[str, Any]:
+    """Register ``model_uri`` as a new version of ``name`` and give it ``champion`` only if it wins.
+
+    The decision is ``champion_decision(challenger_metric, champion_metric)``; the new version gets alias
+    ``champion`` when promoted (the previous champion keeps its version, loses the alias) and ``challenger``
+    otherwise. Version tags: ``tags`` plus the decision. Returns ``{"version", "promoted", "alias",
+    "previous_champion_version"}``.
+    """
+    previous = alias_version(tracking_uri, name, CHAMPION_ALIAS)
+    promoted = champion_decision(challenger_metric, champion_metric, min_improvement=min_improvement)
+    alias = CHAMPION_ALIAS if promoted else CHALLENGER_ALIAS
+    with use_tracking_uri(tracking_uri):
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        mv = mlflow.register_model(model_uri, name)
+        version = str(mv.version)
+        for k, v in {**(tags or {}), "gate.decision": "promoted" if promoted else "refused",
+                     "gate.challenger_metric": challenger_metric,
+                     "gate.champion_metric": "none" if champion_metric is None else champion_metric}.items():
+            client.set_model_version_tag(name, version, str(k), str(v))
+        client.set_registered_model_alias(name, alias, version)
+    return {
+        "version": int(version),
+        "promoted": promoted,
+        "alias": alias,
+        "previous_champion_version": previous["version"] if previous else None,
     }

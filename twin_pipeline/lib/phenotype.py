@@ -15,7 +15,7 @@ diabetes, asthma vs COPD) but rarely about the family itself. So for each pair:
    prescribed for inflammatory, not degenerative, arthritis), morning stiffness > 30 min and a
    symmetric small-joint pattern (ACR criteria) vs short stiffness and large weight-bearing joints;
    C-peptide < 0.6 ng/mL (insulin deficiency), insulin without metformin, lean BMI and young age
-   for type 1; post-bronchodilator FEV1/FVC < 70 % (GOLD), a LAMA (tiotropium), older age and low
+   for type 1; post-bronchodilator FEV1/FVC < 70 % (GOLD; graded, since asthma can obstruct mildly), a LAMA (tiotropium), older age and low
    SpO2 for COPD vs an inhaled corticosteroid alone and younger age for asthma.
 3. ``p_A = P(family) * P(A | family)``, ``p_B = P(family) * (1 - P(A | family))``.
 
@@ -102,7 +102,8 @@ def _terms(df: pd.DataFrame, pair: PairSpec) -> dict[str, tuple[float, pd.Series
     fev = _col(df, "fev1_fvc_pct")
     lama, ics = _col(df, "on_lama"), _col(df, "on_ics")
     return {  # score for COPD (vs asthma)
-        "fev1_fvc<70%(obstruction)": (2.5, fev < 70),
+        "fev1_fvc<60%(marked_obstruction)": (2.5, fev < 60),
+        "fev1_fvc_60-70%(mild_obstruction)": (1.0, (fev >= 60) & (fev < 70)),
         "fev1_fvc>=70%": (-2.0, fev >= 70),
         "LAMA(tiotropium)": (2.0, lama > 0),
         "ICS_without_LAMA(fluticasone)": (-2.0, (ics > 0) & (lama == 0)),

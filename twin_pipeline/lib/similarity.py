@@ -117,7 +117,8 @@ class SimilarityIndex:
     site_ids: np.ndarray
     age_bands: np.ndarray
     sexes: np.ndarray
-    vectors: np.ndarray  # float32 (n, d)
+    vectors: np.ndarray  # float32 (n, d); rows sorted by site, age band, sex
+    norms: np.ndarray  # squared L2 norm of each row (float32)
     space: FeatureSpace
     method: str  # "exact" | "hnsw"
     index: object  # faiss index over ``vectors`` (ids = row numbers)
@@ -130,26 +131,60 @@ class SimilarityIndex:
 
     # ---- filters -------------------------------------------------------------------------
     def _filter_rows(self, filters: Mapping[str, object] | None) -> np.ndarray | None:
-        """Row numbers matching every filter (None = no filter). Values may be a scalar or a list."""
+        """Row numbers matching every filter (None = no filter). Values may be a scalar or a list.
+
+        Rows are stored grouped by (site, age band, sex), so the answer is the union of the matching
+        groups' [start, stop) ranges: no scan over all twins."""
         if not filters:
             return None
-        mask = np.ones(len(self), dtype=bool)
+        norm = []
         for key, value in filters.items():
             if key not in FILTER_KEYS:
                 raise ValueError(f"unknown similarity filter {key!r}; known: {', '.join(FILTER_KEYS)}")
             wanted = [value] if isinstance(value, str) or not isinstance(value, Iterable) else list(value)
-            mask &= self._match(key, [str(v) for v in wanted])
-        return np.flatnonzero(mask)
+            norm.append((key, tuple(sorted({str(v) for v in wanted}))))
+        cache_key = tuple(sorted(norm))
+        cache = self._groups.setdefault("_rows", {})
+        rows = cache.get(cache_key)
+        if rows is None:
+            g = self._group_table()
+            keep = np.ones(len(g), dtype=bool)
+            for key, wanted in cache_key:
+                keep &= g[key].isin(wanted).to_numpy()
+            sel = g[keep]
+            rows = (np.concatenate([np.arange(a, b) for a, b in zip(sel["start"], sel["stop"])])
+                    if len(sel) else np.zeros(0, dtype=np.int64))
+            if len(cache) >= 512:
+                cache.clear()
+            cache[cache_key] = rows
+        return rows
 
-    def _match(self, key: str, wanted: list[str]) -> np.ndarray:
-        col = {"site_id": self.site_ids, "age_band": self.age_bands, "sex": self.sexes}[key]
-        cache = self._groups.setdefault(key, {})
-        out = np.zeros(len(self), dtype=bool)
-        for w in wanted:
-            if w not in cache:
-                cache[w] = col == w
-            out |= cache[w]
-        return out
+    def _group_table(self) -> pd.DataFrame:
+        g = self._groups.get("_table")
+        if g is None:
+            key = pd.DataFrame({"site_id": self.site_ids, "age_band": self.age_bands, "sex": self.sexes})
+            change = np.ones(len(key), dtype=bool)
+            if len(key) > 1:
+                change[1:] = (key.iloc[1:].to_numpy() != key.iloc[:-1].to_numpy()).any(axis=1)
+            starts = np.flatnonzero(change)
+            stops = np.append(starts[1:], len(key))
+            g = key.iloc[starts].reset_index(drop=True).assign(start=starts, stop=stops)
+            self._groups["_table"] = g
+        return g
+
+    def _bitmap(self, rows: np.ndarray) -> np.ndarray:
+        cache = self._groups.setdefault("_bitmaps", {})
+        key = (len(rows), int(rows[0]) if len(rows) else -1, int(rows[-1]) if len(rows) else -1,
+               int(rows.sum()) if len(rows) else 0)
+        bm = cache.get(key)
+        if bm is None:
+            mask = np.zeros(len(self), dtype=bool)
+            mask[rows] = True
+            bm = np.packbits(mask, bitorder="little")
+            if len(cache) >= 64:
+                cache.clear()
+            cache[key] = bm
+        return bm
 
     # ---- search ----------------------------------------------------------------------------
     def search_vector(self, vector: np.ndarray, k: int, rows: np.ndarray | None = None,
@@ -167,7 +202,7 @@ class SimilarityIndex:
                 d2, ids = self.index.search(q, kk)
             d2, ids = d2[0], ids[0]
         elif len(rows) <= EXACT_FILTER_MAX or self.method != "hnsw":
-            d2, ids = _exact_subset(self.vectors, rows, q[0], min(kk, len(rows)))
+            d2, ids = _exact_subset(self.vectors, self.norms, rows, q[0], min(kk, len(rows)))
         else:
             d2, ids = self._hnsw_filtered(q, rows, min(kk, len(rows)))
         keep = ids >= 0
@@ -178,15 +213,14 @@ class SimilarityIndex:
 
     def _hnsw_filtered(self, q: np.ndarray, rows: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
         faiss = _faiss()
-        bitmap = np.zeros((len(self) + 7) // 8, dtype=np.uint8)
-        np.bitwise_or.at(bitmap, rows >> 3, (1 << (rows & 7)).astype(np.uint8))
+        bitmap = self._bitmap(rows)
         sel = faiss.IDSelectorBitmap(len(self), faiss.swig_ptr(bitmap))
         selectivity = len(rows) / len(self)
         ef = int(min(4096, max(kk, self.ef_search) / max(selectivity, 1e-3) ** 0.5))
         d2, ids = self.index.search(q, kk, params=faiss.SearchParametersHNSW(sel=sel, efSearch=ef))
         d2, ids = d2[0], ids[0]
         if (ids >= 0).sum() < kk:  # graph walk came back short: exact over the subset instead
-            return _exact_subset(self.vectors, rows, q[0], kk)
+            return _exact_subset(self.vectors, self.norms, rows, q[0], kk)
         return d2, ids
 
     def query(self, person_id: str, k: int = 50, same_site: bool = False,
@@ -213,10 +247,27 @@ class SimilarityIndex:
         })
 
 
-def _exact_subset(vectors: np.ndarray, rows: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact k nearest among ``rows`` (NumPy; the subset is small by construction)."""
-    sub = vectors[rows]
-    d2 = np.einsum("ij,ij->i", sub, sub) - 2.0 * (sub @ q) + float(q @ q)
+def _runs(rows: np.ndarray) -> list[tuple[int, int]]:
+    """Sorted row numbers -> contiguous [start, stop) runs."""
+    if len(rows) == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    starts = np.concatenate([[0], breaks])
+    stops = np.concatenate([breaks, [len(rows)]])
+    return [(int(rows[a]), int(rows[b - 1]) + 1) for a, b in zip(starts, stops)]
+
+
+def _exact_subset(vectors: np.ndarray, norms: np.ndarray, rows: np.ndarray, q: np.ndarray,
+                  k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest among ``rows`` (NumPy). Rows are stored sorted by site, age band and sex, so
+    a filter's rows are a few contiguous runs: distances are computed on slices, without a gather."""
+    runs = _runs(rows)
+    if len(runs) <= 64:
+        # einsum, not BLAS: a single matrix-vector product does not pay BLAS's thread start-up
+        d2 = np.concatenate([norms[a:b] - 2.0 * np.einsum("ij,j->i", vectors[a:b], q) for a, b in runs])
+    else:
+        d2 = norms[rows] - 2.0 * np.einsum("ij,j->i", vectors[rows], q)
+    d2 = d2 + float(np.dot(q, q))
     k = min(k, len(rows))
     part = np.argpartition(d2, k - 1)[:k] if k < len(rows) else np.arange(len(rows))
     order = part[np.argsort(d2[part], kind="stable")]
@@ -238,6 +289,10 @@ def build_index(twins: pd.DataFrame, method: str = "auto", *, hnsw_m: int = 32, 
         method = "hnsw" if len(twins) >= HNSW_MIN_ROWS else "exact"
     if method not in ("exact", "hnsw"):
         raise ValueError(f"unknown method {method!r}: exact, hnsw or auto")
+    # store rows grouped by the filter keys so a filter's rows are a few contiguous runs
+    sort_cols = [c for c in ("site_id", "age_band") if c in twins]
+    twins = twins.assign(_sex=_sex(twins).fillna("U")).sort_values(sort_cols + ["_sex"], kind="stable")
+    twins = twins.drop(columns="_sex").reset_index(drop=True)
     space = FeatureSpace.fit(twins)
     vectors = space.transform(twins)
     faiss = _faiss()
@@ -257,6 +312,7 @@ def build_index(twins: pd.DataFrame, method: str = "auto", *, hnsw_m: int = 32, 
                    else pd.Series("", index=twins.index)).to_numpy(dtype=object),
         sexes=sex,
         vectors=vectors,
+        norms=np.einsum("ij,ij->i", vectors, vectors),
         space=space,
         method=method,
         index=index,

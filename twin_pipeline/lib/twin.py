@@ -263,3 +263,107 @@ def build_twins(inp: TwinInputs, *, twin_version: str, built_at: pd.Timestamp) -
     drop = ["covid_date", "long_covid_date", "gender"]
     twins = twins.drop(columns=drop)
     return twins.sort_values(keys).reset_index(drop=True)
+
+
+# ---- versions: the current twins are replaced each run; every version is kept in a history table ----
+
+HISTORY_TABLE = "twin.patient_twin_history"
+CURRENT_TABLE = "twin.patient_twin"
+
+
+def _columns(conn, table: str) -> dict[str, str]:
+    schema, name = table.split(".")
+    rows = conn.execute(
+        "select column_name, data_type from information_schema.columns where table_schema = ? and table_name = ? "
+        "order by ordinal_position", [schema, name]).fetchall()
+    return {c: t for c, t in rows}
+
+
+def drop_current_if_schema_changed(conn, twins: pd.DataFrame, table: str = CURRENT_TABLE) -> bool:
+    """The current-twin table is rewritten whole each version; if the twin gained or lost columns,
+    drop it so the new schema can be created (past versions live in the history table)."""
+    cols = _columns(conn, table)
+    if cols and set(cols) != set(map(str, twins.columns)):
+        conn.execute(f"drop table {table}")
+        return True
+    return False
+
+
+def append_history(conn, twins: pd.DataFrame, table: str = HISTORY_TABLE) -> int:
+    """Append one twin version (``twins`` must hold exactly one ``twin_version``) to the history table.
+
+    Idempotent per version (a retried run replaces its own rows); columns a newer twin gained are
+    added to the table (older versions read NULL there). Returns the rows written.
+    """
+    versions = twins["twin_version"].dropna().unique()
+    if len(versions) != 1 or twins["twin_version"].isna().any():
+        raise ValueError(f"append_history needs exactly one twin_version per call, got {len(versions)}")
+    schema = table.split(".")[0]
+    frame = twins.copy()
+    for col in frame.columns:  # all-null object columns would be typed NULL by DuckDB
+        if frame[col].dtype == object and frame[col].isna().all():
+            frame[col] = frame[col].astype("string")
+    conn.register("_twin_version_frame", frame)
+    try:
+        conn.execute(f"create schema if not exists {schema}")
+        conn.execute(f"create table if not exists {table} as select * from _twin_version_frame limit 0")
+        have = _columns(conn, table)
+        types = dict(conn.execute("select column_name, column_type from (describe select * from _twin_version_frame)")
+                     .fetchall())
+        for col, typ in types.items():
+            if col not in have:
+                conn.execute(f'alter table {table} add column "{col}" {typ}')
+        conn.execute(f"delete from {table} where twin_version = ?", [str(versions[0])])
+        conn.execute(f"insert into {table} by name select * from _twin_version_frame")
+    finally:
+        conn.unregister("_twin_version_frame")
+    return len(frame)
+
+
+def twin_versions(conn, table: str = HISTORY_TABLE) -> pd.DataFrame:
+    """Every twin version in the history: twin_version, built_at, twins, sites (oldest first)."""
+    return conn.execute(
+        f"select twin_version, min(built_at) as built_at, count(*) as twins, count(distinct site_id) as sites "
+        f"from {table} group by twin_version order by built_at").df()
+
+
+def twins_as_of(conn, version: str | None = None, *, person_id: str | None = None,
+                table: str = HISTORY_TABLE) -> pd.DataFrame:
+    """The twins of one version (default: the latest), optionally one patient's twin only.
+
+    Columns a version did not have yet are dropped, so the frame looks as that version was built.
+    """
+    if version is None:
+        row = conn.execute(f"select twin_version from {table} order by built_at desc limit 1").fetchone()
+        if row is None:
+            raise LookupError(f"{table} is empty: no twin version has been built yet")
+        version = row[0]
+    sql = f"select * from {table} where twin_version = ?"
+    params: list = [version]
+    if person_id is not None:
+        sql += " and person_id = ?"
+        params.append(person_id)
+    df = conn.execute(sql + " order by site_id, person_id", params).df()
+    if df.empty and person_id is None:
+        raise LookupError("unknown twin version")
+    return df.dropna(axis=1, how="all") if len(df) else df
+
+
+def history_problems(conn, version: str, expected_rows: int, table: str = HISTORY_TABLE) -> dict[str, int]:
+    """Aggregate counts of history-contract violations for one version (all zero = healthy)."""
+    dup = conn.execute(
+        f"select count(*) from (select site_id, person_id, twin_version from {table} "
+        f"group by all having count(*) > 1)").fetchone()[0]
+    n = conn.execute(f"select count(*) from {table} where twin_version = ?", [version]).fetchone()[0]
+    cols = _columns(conn, table)
+    pcols = [c for c in cols if c.startswith("p_")]
+    out_of_range = 0
+    if pcols:
+        cond = " or ".join(f'("{c}" < 0 or "{c}" > 1)' for c in pcols)
+        out_of_range = conn.execute(f"select count(*) from {table} where twin_version = ? and ({cond})",
+                                    [version]).fetchone()[0]
+    untraceable = conn.execute(
+        f"select count(*) from {table} where twin_version = ? and (prov_ehr_person is null or last_delivery_id is null)",
+        [version]).fetchone()[0] if "prov_ehr_person" in cols else n
+    return {"duplicate_patient_versions": int(dup), "row_count_mismatch": int(n != expected_rows),
+            "probabilities_out_of_range": int(out_of_range), "untraceable_twins": int(untraceable)}

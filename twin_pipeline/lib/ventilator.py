@@ -1,20 +1,18 @@
-"""Mechanical-ventilator waveforms: breath segmentation, per-record ventilation features, PB-840 reader.
+"""Mechanical-ventilator waveforms: breath segmentation and per-record ventilation features.
 
 Conventions: flow in L/min (positive = inspiration, into the patient), airway pressure (Paw) in
 cmH2O, volumes in mL. Breaths are segmented from flow alone (no ventilator markers needed), so the
-same code serves WFDB ventilator records and Puritan Bennett 840 text exports.
+same code serves WFDB ventilator records and Puritan Bennett 840 text exports; when the export has
+the ventilator's own breath markers, :func:`breath_segments_from_markers` uses them instead. The
+PB-840 reader lives in `twin_pipeline.sources.pb840` (re-exported here).
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import re
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
-from twin_pipeline.sources.wfdb_io import WaveformReadError
+from twin_pipeline.sources.pb840 import PB840_SAMPLING_RATE, read_pb840  # noqa: F401  (re-exported)
 
 VENTILATOR_FEATURE_KEYS: tuple[str, ...] = (
     "n_breaths",
@@ -25,12 +23,13 @@ VENTILATOR_FEATURE_KEYS: tuple[str, ...] = (
     "peep_cmh2o",
     "pip_cmh2o",
     "dynamic_compliance_ml_cmh2o",
+    "compliance_lsf_ml_cmh2o",
+    "resistance_lsf_cmh2o_l_s",
     "minute_ventilation_l_min",
     "quality_flag",
     "quality_reason",
 )
 
-PB840_SAMPLING_RATE = 50.0  # Hz: the PB-840 waveform export writes one flow/pressure pair every 20 ms
 
 # Breath detection thresholds (documented in breath_segments).
 ONSET_MIN_L_MIN = 2.0
@@ -118,18 +117,63 @@ def breath_segments(flow: np.ndarray, sampling_rate: float) -> pd.DataFrame:
     )
 
 
-def breath_table(paw: np.ndarray | None, flow: np.ndarray, sampling_rate: float) -> pd.DataFrame:
+def breath_segments_from_markers(
+    breath_start: np.ndarray, breath_end: np.ndarray, flow: np.ndarray, sampling_rate: float
+) -> pd.DataFrame:
+    """Breaths from the ventilator's own markers (PB-840 `BS`/`BE`, see :func:`read_pb840`).
+
+    `breath_start` / `breath_end`: boolean per sample (first sample after BS, last sample before
+    BE). A breath is [BS sample, BE sample] (`end` exclusive = BE sample + 1); inspiration ends at
+    the first sample ≥ 0.1 s after the start whose flow is ≤ 0 (the flow zero crossing, ventMAP's
+    x0), or at the breath end when flow never turns. Same columns as :func:`breath_segments`.
+    A BS without a following BE (truncated export) is dropped.
+    """
+    x = np.asarray(flow, dtype=np.float64)
+    fs = float(sampling_rate)
+    bs = np.flatnonzero(np.asarray(breath_start, dtype=bool))
+    be = np.flatnonzero(np.asarray(breath_end, dtype=bool))
+    starts, insp, ends = [], [], []
+    nonpos = np.flatnonzero(~(np.where(np.isfinite(x), x, 0.0) > 0))
+    min_insp = max(1, int(round(MIN_INSP_S * fs)))
+    for k, a in enumerate(bs):
+        nxt = bs[k + 1] if k + 1 < len(bs) else len(x)
+        j = np.searchsorted(be, a)
+        if j >= len(be) or be[j] >= nxt:
+            continue
+        end = int(be[j]) + 1
+        m = np.searchsorted(nonpos, a + min_insp)
+        ie = int(nonpos[m]) if m < len(nonpos) and nonpos[m] < end else end
+        starts.append(int(a))
+        insp.append(ie)
+        ends.append(end)
+    finite = np.isfinite(x)
+    nan_csum = np.concatenate(([0], np.cumsum(~finite)))
+    s_a, i_a, e_a = (np.asarray(v, dtype=np.int64) for v in (starts, insp, ends))
+    has_nan = (nan_csum[e_a] - nan_csum[s_a]) > 0 if len(s_a) else np.zeros(0, dtype=bool)
+    return pd.DataFrame({"start": s_a, "insp_end": i_a, "end": e_a, "has_nan": has_nan}).astype(
+        {"start": "int64", "insp_end": "int64", "end": "int64", "has_nan": "bool"}
+    )
+
+
+def breath_table(
+    paw: np.ndarray | None, flow: np.ndarray, sampling_rate: float, *, segments: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Per-breath measurements: one row per complete breath without NaN flow.
+
+    `segments`: breaths to measure (columns of :func:`breath_segments`, e.g. from
+    :func:`breath_segments_from_markers`); default: segmented from flow by :func:`breath_segments`.
 
     Columns: start, insp_end, end (samples); insp_time_s, exp_time_s; resp_rate_bpm = 60 / breath
     duration; tidal_volume_insp_ml = ∫ flow over inspiration, tidal_volume_exp_ml = −∫ flow over
     expiration (rectangle rule, flow L/min → mL); ie_ratio = insp_time / exp_time; pip_cmh2o = max
     Paw over the breath; peep_cmh2o = mean Paw over the last 0.1 s of expiration;
-    dynamic_compliance_ml_cmh2o = VT_insp / (PIP − PEEP) (NaN when PIP − PEEP < 1 cmH2O).
+    dynamic_compliance_ml_cmh2o = VT_insp / (PIP − PEEP) (NaN when PIP − PEEP < 1 cmH2O);
+    compliance_lsf_ml_cmh2o, resistance_lsf_cmh2o_l_s: least-squares fit of Paw − PEEP = V/C + R·V'
+    over inspiration (static compliance and airway resistance, see :func:`_lsf_mechanics`).
     """
     x = np.asarray(flow, dtype=np.float64)
     fs = float(sampling_rate)
-    seg = breath_segments(x, fs)
+    seg = breath_segments(x, fs) if segments is None else segments
     seg = seg[~seg["has_nan"]].reset_index(drop=True)
     s, i, e = (seg[c].to_numpy() for c in ("start", "insp_end", "end"))
     csum = np.concatenate(([0.0], np.cumsum(np.where(np.isfinite(x), x, 0.0))))
@@ -163,13 +207,36 @@ def breath_table(paw: np.ndarray | None, flow: np.ndarray, sampling_rate: float)
             if np.isfinite(tail).any():
                 peep[k] = np.nanmean(tail)
         out["pip_cmh2o"], out["peep_cmh2o"] = pip, peep
+        out["compliance_lsf_ml_cmh2o"], out["resistance_lsf_cmh2o_l_s"] = _lsf_mechanics(p, x, s, i, peep, fs)
     else:
         out["pip_cmh2o"], out["peep_cmh2o"] = np.nan, np.nan
+        out["compliance_lsf_ml_cmh2o"], out["resistance_lsf_cmh2o_l_s"] = np.nan, np.nan
     driving = out["pip_cmh2o"] - out["peep_cmh2o"]
     out["dynamic_compliance_ml_cmh2o"] = np.where(
         driving >= MIN_DRIVING_CMH2O, out["tidal_volume_insp_ml"] / driving, np.nan
     )
     return out
+
+
+def _lsf_mechanics(paw: np.ndarray, flow: np.ndarray, starts: np.ndarray, insp_ends: np.ndarray,
+                   peep: np.ndarray, fs: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-breath compliance (mL/cmH2O) and resistance (cmH2O/(L/s)) by least-squares fit of the
+    single-compartment equation of motion over inspiration: Paw − PEEP = V / C + R · V'
+    (V = volume since breath start in mL, V' = flow in L/s). NaN when the fit has < 5 finite
+    samples or gives C ≤ 0 or R < 0."""
+    comp, res = np.full(len(starts), np.nan), np.full(len(starts), np.nan)
+    to_ml = 1000.0 / 60.0 / fs
+    for k, (a, b) in enumerate(zip(starts, insp_ends)):
+        f, p = flow[a:b], paw[a:b]
+        ok = np.isfinite(f) & np.isfinite(p)
+        if ok.sum() < 5 or not np.isfinite(peep[k]):
+            continue
+        vol = np.cumsum(np.where(np.isfinite(f), f, 0.0)) * to_ml
+        design = np.column_stack([vol[ok], f[ok] / 60.0])
+        coef, *_ = np.linalg.lstsq(design, p[ok] - peep[k], rcond=None)
+        if coef[0] > 0 and coef[1] >= 0:
+            comp[k], res[k] = 1.0 / coef[0], coef[1]
+    return comp, res
 
 
 def _nan_features(reason: str) -> dict:
@@ -178,12 +245,18 @@ def _nan_features(reason: str) -> dict:
     return out
 
 
-def ventilator_features(paw: np.ndarray | None, flow: np.ndarray, sampling_rate: float) -> dict:
+def ventilator_features(
+    paw: np.ndarray | None, flow: np.ndarray, sampling_rate: float, *, segments: pd.DataFrame | None = None
+) -> dict:
     """Ventilation summary of one record: medians over complete breaths.
+
+    `segments`: optional breath bounds (e.g. the ventilator's markers), see :func:`breath_table`.
 
     Keys: n_breaths (complete breaths without NaN), resp_rate_bpm, tidal_volume_insp_ml,
     tidal_volume_exp_ml, ie_ratio, peep_cmh2o, pip_cmh2o, dynamic_compliance_ml_cmh2o (medians of
-    the per-breath values of :func:`breath_table`), minute_ventilation_l_min = Σ VT_exp / Σ breath
+    the per-breath values of :func:`breath_table`), compliance_lsf_ml_cmh2o and
+    resistance_lsf_cmh2o_l_s (medians of the per-breath least-squares equation-of-motion fit),
+    minute_ventilation_l_min = Σ VT_exp / Σ breath
     duration (L/min, exhaled, like a ventilator's VE), quality_flag, quality_reason.
     "no_signal" (NaN features, n_breaths 0): flow all NaN or flat (< 1 L/min range), no complete
     breath, median rate outside 4–70 /min ("implausible_rate") or median inspired volume outside
@@ -200,7 +273,7 @@ def ventilator_features(paw: np.ndarray | None, flow: np.ndarray, sampling_rate:
         return _nan_features("no_flow")
     if np.ptp(x[finite]) < 1.0:
         return _nan_features("flat_flow")
-    table = breath_table(paw, x, fs)
+    table = breath_table(paw, x, fs, segments=segments)
     if table.empty:
         return _nan_features("no_breaths")
     med = table.median(numeric_only=True)
@@ -213,6 +286,8 @@ def ventilator_features(paw: np.ndarray | None, flow: np.ndarray, sampling_rate:
         "peep_cmh2o": float(med["peep_cmh2o"]),
         "pip_cmh2o": float(med["pip_cmh2o"]),
         "dynamic_compliance_ml_cmh2o": float(med["dynamic_compliance_ml_cmh2o"]),
+        "compliance_lsf_ml_cmh2o": float(med["compliance_lsf_ml_cmh2o"]),
+        "resistance_lsf_cmh2o_l_s": float(med["resistance_lsf_cmh2o_l_s"]),
         "minute_ventilation_l_min": float(
             table["tidal_volume_exp_ml"].sum() / 1000.0 / ((table["end"] - table["start"]).sum() / fs / 60.0)
         ),
@@ -225,7 +300,8 @@ def ventilator_features(paw: np.ndarray | None, flow: np.ndarray, sampling_rate:
     if not (MIN_PEEP_CMH2O <= out["peep_cmh2o"] <= MAX_PEEP_CMH2O and out["pip_cmh2o"] <= MAX_PIP_CMH2O):
         if np.isfinite(out["peep_cmh2o"]):
             reasons.append("implausible_pressure")
-        out.update(peep_cmh2o=np.nan, pip_cmh2o=np.nan, dynamic_compliance_ml_cmh2o=np.nan)
+        out.update(peep_cmh2o=np.nan, pip_cmh2o=np.nan, dynamic_compliance_ml_cmh2o=np.nan,
+                   compliance_lsf_ml_cmh2o=np.nan, resistance_lsf_cmh2o_l_s=np.nan)
     if len(table) < 3:
         reasons.append("few_breaths")
     if np.mean(~finite) > 0.2:
@@ -238,119 +314,6 @@ def ventilator_features(paw: np.ndarray | None, flow: np.ndarray, sampling_rate:
     out["quality_flag"] = "low_quality" if reasons else "ok"
     out["quality_reason"] = ";".join(reasons)
     return {k: out[k] for k in VENTILATOR_FEATURE_KEYS}
-
-
-_VENT_BN = re.compile(r"S:(\d+)")
-_DATE_LINE = re.compile(r"^\d{4}-\d{2}-\d{2}[- ]\d{2}[-:]\d{2}[-:]\d{2}(\.\d+)?$")
-
-
-def _parse_pb840_time(text: str) -> dt.datetime | None:
-    text = text.strip()
-    for fmt in ("%Y-%m-%d-%H-%M-%S.%f", "%Y-%m-%d-%H-%M-%S", "%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S"):
-        try:
-            return dt.datetime.strptime(text[:26] if "." in text else text, fmt)
-        except ValueError:
-            continue
-    return None
-
-
-def read_pb840(path: str | Path) -> pd.DataFrame:
-    """Read a Puritan Bennett 840 waveform text export (ventMAP layout) into one row per sample.
-
-    Layout (see ../shared/data/ventilator/pb840): data rows `flow, pressure` (L/min, cmH2O, one
-    every 20 ms), optionally preceded by a per-row timestamp column; a line `BS, S:<n>,` opens
-    breath number n (as counted by the ventilator) and `BE` closes it; an optional line holding
-    only a datetime (`2016-02-17-08-43-02.525325`) gives the clock of the next sample.
-
-    Columns: time_s (s from the first sample, index × 0.02), timestamp (per-row timestamp, else
-    header clock + index × 0.02 s, else NaT), flow_l_min, pressure_cmh2o, vent_bn (Int64 breath
-    number of the enclosing BS…BE, <NA> outside), breath_start (first sample after BS),
-    breath_end (last sample before BE). `df.attrs["sampling_rate"] = 50.0`.
-    Raises WaveformReadError naming the file when it is missing or holds no data rows.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="ascii", errors="ignore")
-    except OSError as exc:
-        raise WaveformReadError(f"cannot read PB-840 file {path}: {type(exc).__name__}") from exc
-    flows: list[float] = []
-    pressures: list[float] = []
-    stamps: list[dt.datetime | None] = []
-    bns: list[int] = []
-    starts: list[bool] = []
-    ends_at: list[int] = []
-    clock: dt.datetime | None = None
-    step = dt.timedelta(seconds=1.0 / PB840_SAMPLING_RATE)
-    current_bn = -1
-    pending_start = False
-    for line in text.splitlines():
-        cells = [c.strip() for c in line.split(",")]
-        while cells and cells[-1] == "":
-            cells.pop()
-        if not cells:
-            continue
-        row_time = None
-        if len(cells) >= 2 and cells[0][:1].isdigit() and not _is_number(cells[0]):
-            row_time = _parse_pb840_time(cells[0])
-            if row_time is not None:
-                cells = cells[1:]
-        if len(cells) == 1 and row_time is None and _DATE_LINE.match(cells[0]):
-            clock = _parse_pb840_time(cells[0])
-            continue
-        if not cells:
-            continue
-        tag = cells[0]
-        if tag == "BS":
-            match = _VENT_BN.search(cells[1]) if len(cells) > 1 else None
-            current_bn = int(match.group(1)) if match else -1
-            pending_start = True
-            continue
-        if tag == "BE":
-            if flows and current_bn != -2:
-                ends_at.append(len(flows) - 1)
-            current_bn = -2  # outside a breath
-            pending_start = False
-            continue
-        if len(cells) < 2 or not (_is_number(cells[-2]) and _is_number(cells[-1])):
-            continue
-        flows.append(float(cells[-2]))
-        pressures.append(float(cells[-1]))
-        if row_time is not None:
-            stamps.append(row_time)
-        elif clock is not None:
-            stamps.append(clock)
-            clock = clock + step
-        else:
-            stamps.append(None)
-        bns.append(current_bn if current_bn >= 0 else -1)
-        starts.append(pending_start)
-        pending_start = False
-    if not flows:
-        raise WaveformReadError(f"PB-840 file {path} holds no flow/pressure rows")
-    n = len(flows)
-    breath_end = np.zeros(n, dtype=bool)
-    breath_end[[k for k in ends_at if 0 <= k < n]] = True
-    df = pd.DataFrame(
-        {
-            "time_s": np.arange(n) / PB840_SAMPLING_RATE,
-            "timestamp": pd.to_datetime(pd.Series(stamps, dtype="object"), errors="coerce"),
-            "flow_l_min": np.asarray(flows, dtype=np.float64),
-            "pressure_cmh2o": np.asarray(pressures, dtype=np.float64),
-            "vent_bn": pd.array([b if b >= 0 else None for b in bns], dtype="Int64"),
-            "breath_start": np.asarray(starts, dtype=bool),
-            "breath_end": breath_end,
-        }
-    )
-    df.attrs["sampling_rate"] = PB840_SAMPLING_RATE
-    return df
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def ventilator_simulate(

@@ -8,6 +8,7 @@ that reads but lacks a usable signal returns NaN features with `quality_flag="no
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -132,4 +133,127 @@ def record_features(record_path: str | Path, device_kind: str) -> dict:
     return {k: out[k] for k in feature_columns(device_kind)}
 
 
-__all__ = ["DEVICE_KINDS", "WaveformReadError", "feature_columns", "record_features", "ecg_leads"]
+def infer_device_kind(rec: WaveformRecord) -> str:
+    """"ventilator" when the record has a flow channel, "wearable" when it has PPG or ACC and no ECG
+    lead, else "ecg_monitor" (bedside monitors carry ECG with PLETH/ABP/RESP)."""
+    if _find(rec, FLOW_NAMES):
+        return "ventilator"
+    if (_find(rec, PPG_NAMES) or _find(rec, ACC_NAMES)) and not ecg_leads(rec):
+        return "wearable"
+    return "ecg_monitor"
+
+
+def is_pb840_export(path: str | Path) -> bool:
+    """True for a Puritan Bennett 840 text export (a file, not a WFDB record path)."""
+    p = Path(path)
+    return p.is_file() and p.suffix.lower() not in (".hea", ".dat", ".atr", ".mat")
+
+
+def pb840_features(path: str | Path) -> dict:
+    """Ventilator features (keys = feature_columns("ventilator")) of a PB-840 text export, breaths
+    taken from the ventilator's BS/BE markers when the export has them, else from flow."""
+    from twin_pipeline.lib.ventilator import breath_segments_from_markers, read_pb840
+
+    df = read_pb840(path)
+    fs = float(df.attrs["sampling_rate"])
+    flow, paw = df["flow_l_min"].to_numpy(), df["pressure_cmh2o"].to_numpy()
+    segments = None
+    if df["breath_start"].any() and df["breath_end"].any():
+        segments = breath_segments_from_markers(df["breath_start"], df["breath_end"], flow, fs)
+        if len(segments) < 2:
+            segments = None
+    feats = ventilator_features(paw, flow, fs, segments=segments)
+    out = {"duration_s": len(df) / fs, "sampling_rate_hz": fs, "n_channels": 2, **feats}
+    return {k: out[k] for k in feature_columns("ventilator")}
+
+
+def _blank(device_kind: str, reason: str, duration_s: float = float("nan"), fs: float = float("nan"),
+           n_channels: int = 0) -> dict:
+    out = {"duration_s": duration_s, "sampling_rate_hz": fs, "n_channels": n_channels,
+           **_missing(_DEVICE_KEYS[device_kind], reason)}
+    return out
+
+
+def _head(path: Path, n: int = 20000) -> str:
+    with path.open(encoding="ascii", errors="ignore") as fh:
+        return fh.read(n)
+
+
+def file_features(path: str | Path, device_kind: str | None = None, *, sampling_rate: float | None = None) -> dict:
+    """Features of any supported waveform file, keys = feature_columns(kind) (+ extra keys for
+    some sources), plus "device_kind".
+
+    Dispatch: a WFDB record (`.hea` or a record path) → :func:`record_features` (kind inferred
+    when None); a Fitbit JSON export → `fitbit_features` (heart-rate or steps file alone; a sleep
+    log gives no_signal "sleep_log_only"); an ActiGraph / Actiwatch count CSV →
+    `activity_count_features` (ActiGraph cut-points; Actiwatch counts at the same cut-points are
+    only indicative); a PB-840 export → :func:`pb840_features`; any other CSV → a one-signal CSV
+    (`sources.ppg_csv.read_signal_csv`; bare columns need `sampling_rate`) analysed as
+    `device_kind` (default wearable = PPG; ecg_monitor = one ECG lead; ventilator: a pressure-only
+    export yields no_signal "missing_channel:Flow"). A stream the export lacks (PPG in a count CSV,
+    activity in a PPG CSV) is named in that stream's reason and does not lower quality_flag. Raises WaveformReadError for unreadable or
+    unsupported files (raw accelerometer binaries).
+    """
+    from twin_pipeline.lib.wearable import activity_count_features, fitbit_features, ppg_features
+    from twin_pipeline.sources.accelerometer import read_activity_counts
+    from twin_pipeline.sources.fitbit import read_fitbit_heart_rate, read_fitbit_minutes
+    from twin_pipeline.sources.ppg_csv import read_signal_csv
+
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix == ".hea" or (not p.exists() and p.with_suffix(p.suffix + ".hea").exists()) or (
+            not p.exists() and Path(str(p) + ".hea").exists()):
+        kind = device_kind or infer_device_kind(read_record(p, resample_to="fastest"))
+        return {"device_kind": kind, **record_features(p, kind)}
+    if suffix in (".cwa", ".bin"):
+        return {"device_kind": "wearable", **read_activity_counts(p)}  # raises "unsupported"
+    if suffix == ".json":
+        head = p.read_text(encoding="utf-8", errors="replace")[:400]
+        if '"logId"' in head:
+            return {"device_kind": "wearable", **_blank("wearable", "sleep_log_only")}
+        if "calorie" in p.name.lower():
+            return {"device_kind": "wearable", **_blank("wearable", "calories_export_only")}
+        if '"bpm"' in head:
+            hr = read_fitbit_heart_rate(p)
+            return {"device_kind": "wearable", "duration_s": float((hr["time"].max() - hr["time"].min()).total_seconds()),
+                    "sampling_rate_hz": float("nan"), "n_channels": 1, **fitbit_features(hr, None)}
+        minutes = read_fitbit_minutes(p)
+        return {"device_kind": "wearable", "duration_s": 60.0 * len(minutes), "sampling_rate_hz": 1 / 60,
+                "n_channels": 1, **fitbit_features(None, minutes)}
+    head = p.read_text(encoding="utf-8-sig", errors="replace")[:300].lower() if p.is_file() else ""
+    if "actigraph" in head or "actiware" in head or "actiwatch" in head:
+        counts = read_activity_counts(p)
+        epoch = counts.attrs["epoch_s"]
+        act = activity_count_features(counts["counts"].to_numpy(), epoch)
+        out = _blank("wearable", "", len(counts) * epoch, 1.0 / epoch, 1)
+        out.update({k: act[k] for k in ("activity_counts_per_min", "sedentary_fraction", "active_minutes")})
+        out.update(activity_quality_flag=act["quality_flag"], activity_quality_reason=act["quality_reason"],
+                   ppg_quality_reason="no_ppg_in_export", quality_flag=act["quality_flag"],
+                   quality_reason=f"activity:{act['quality_reason']}" if act["quality_reason"] else "")
+        return {"device_kind": "wearable", **out}
+    if is_pb840_export(p) and "#samplerate" not in head and (
+            device_kind == "ventilator" or (device_kind is None and re.search(r"^\s*BS\s*,", _head(p), re.M))):
+        try:
+            return {"device_kind": "ventilator", **pb840_features(p)}
+        except WaveformReadError:
+            if device_kind == "ventilator":
+                raise
+    kind = device_kind or "wearable"
+    column = "pressure" if kind == "ventilator" and "pressure" in head else None
+    x, fs = read_signal_csv(p, sampling_rate, column=column)
+    base = {"duration_s": len(x) / fs, "sampling_rate_hz": fs, "n_channels": 1}
+    if kind == "ecg_monitor":
+        return {"device_kind": kind, **base, **ecg_features({"ECG": x}, fs)}
+    if kind == "ventilator":
+        return {"device_kind": kind, **_blank(kind, "missing_channel:Flow", base["duration_s"], fs, 1)}
+    ppg = ppg_features(x, fs)
+    out = _blank("wearable", "", base["duration_s"], fs, 1)
+    out.update(pulse_rate_bpm=ppg["pulse_rate_bpm"], prv_sdnn_ms=ppg["prv_sdnn_ms"], ppg_quality=ppg["ppg_quality"],
+               ppg_quality_flag=ppg["quality_flag"], ppg_quality_reason=ppg["quality_reason"],
+               activity_quality_reason="no_accelerometer_in_export", quality_flag=ppg["quality_flag"],
+               quality_reason=f"ppg:{ppg['quality_reason']}" if ppg["quality_reason"] else "")
+    return {"device_kind": "wearable", **out}
+
+
+__all__ = ["DEVICE_KINDS", "file_features", "WaveformReadError", "feature_columns", "record_features", "ecg_leads",
+           "infer_device_kind", "is_pb840_export", "pb840_features"]

@@ -288,3 +288,131 @@ def wearable_features(ppg: np.ndarray, acc_g: np.ndarray, sampling_rate: float) 
         "quality_reason": ";".join(r for r in reasons if r) if flag != "ok" else "",
     }
     return {k: out[k] for k in WEARABLE_FEATURE_KEYS}
+
+
+# --------------------------------------------------------------------------------------------------
+# Epoch / event series from consumer and research wearables (Fitbit JSON, ActiGraph / Actiwatch
+# count CSVs; readers in twin_pipeline.sources.fitbit / .accelerometer).
+# --------------------------------------------------------------------------------------------------
+SEDENTARY_CPM = 100.0  # ActiGraph axis-1 counts/min below this = sedentary (Freedson et al. 1998)
+MVPA_CPM = 1952.0  # ActiGraph axis-1 counts/min at or above this = moderate-to-vigorous (Freedson 1998)
+MIN_HR_MINUTES = 10  # fewer minutes with heart-rate readings → "few_hr_minutes" (low_quality)
+HR_PLAUSIBLE = (25.0, 230.0)  # bpm; readings outside are dropped as artefacts
+
+
+def activity_count_features(
+    counts: np.ndarray, epoch_s: float, *, sedentary_cpm: float = SEDENTARY_CPM, active_cpm: float = MVPA_CPM
+) -> dict:
+    """Activity summary from device counts per epoch (ActiGraph axis 1, Actiwatch activity, or steps).
+
+    Counts are converted to counts/min (× 60 / epoch_s) and averaged per minute (consecutive
+    epochs; NaN = non-wear or missing); a minute is valid when ≥ half of its epochs are finite.
+    activity_counts_per_min = mean over valid minutes; sedentary_fraction = share of valid minutes
+    < `sedentary_cpm`; active_minutes = valid minutes ≥ `active_cpm`. Flags: "no_signal" (no valid
+    minute: "no_valid_minutes"), "low_quality" (< 80 % of epochs finite: "nonwear_or_missing";
+    all counts equal: "flat_signal"), else "ok". Cut-points are device-specific: the defaults are
+    ActiGraph axis-1 (Freedson 1998); pass others for Actiwatch or steps.
+    """
+    c = np.asarray(counts, dtype=np.float64)
+    c = np.where(np.isfinite(c), c, np.nan)
+    per_min = max(1, int(round(60.0 / float(epoch_s)))) if epoch_s < 60 else 1
+    cpm = c * 60.0 / float(epoch_s)
+    n_min = int(np.ceil(len(cpm) / per_min)) if len(cpm) else 0
+    pad = np.full(n_min * per_min, np.nan)
+    pad[: len(cpm)] = cpm
+    blocks = pad.reshape(n_min, per_min) if n_min else pad.reshape(0, per_min)
+    n_fin = np.isfinite(blocks).sum(axis=1)
+    valid = n_fin * 2 >= per_min
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        minute = np.where(valid, np.nanmean(blocks, axis=1) if n_min else np.zeros(0), np.nan)
+    if not valid.any():
+        return {"activity_counts_per_min": np.nan, "sedentary_fraction": np.nan, "active_minutes": 0,
+                "quality_flag": "no_signal", "quality_reason": "no_valid_minutes"}
+    m = minute[valid]
+    out = {"activity_counts_per_min": float(m.mean()), "sedentary_fraction": float(np.mean(m < sedentary_cpm)),
+           "active_minutes": int(np.sum(m >= active_cpm))}
+    reasons = []
+    if np.isfinite(c).mean() < 0.8:
+        reasons.append("nonwear_or_missing")
+    if np.nanstd(c) == 0:
+        reasons.append("flat_signal")
+    out["quality_flag"] = "low_quality" if reasons else "ok"
+    out["quality_reason"] = ";".join(reasons)
+    return out
+
+
+def heart_rate_series_features(times_s: np.ndarray, bpm: np.ndarray, *, rest_minutes: np.ndarray | None = None) -> dict:
+    """Resting and mean heart rate from an irregular heart-rate series (e.g. Fitbit, ~5–15 s).
+
+    Readings outside 25–230 bpm or NaN are dropped; the rest are averaged per clock minute
+    (floor(times_s / 60)). resting_hr_bpm = 10th percentile of the per-minute means over the
+    minutes listed in `rest_minutes` (minute numbers on the same clock, e.g. sedentary minutes)
+    when given and any overlap, else over all minutes; hr_mean_bpm = mean of the per-minute means;
+    hr_minutes = minutes with readings. Flags: "no_signal" ("no_hr_readings"), "low_quality"
+    (< 10 minutes: "few_hr_minutes"), else "ok".
+    """
+    t = np.asarray(times_s, dtype=np.float64)
+    h = np.asarray(bpm, dtype=np.float64)
+    ok = np.isfinite(t) & np.isfinite(h) & (h >= HR_PLAUSIBLE[0]) & (h <= HR_PLAUSIBLE[1])
+    if not ok.any():
+        return {"resting_hr_bpm": np.nan, "hr_mean_bpm": np.nan, "hr_minutes": 0,
+                "quality_flag": "no_signal", "quality_reason": "no_hr_readings"}
+    per_min = pd.Series(h[ok]).groupby(np.floor(t[ok] / 60.0).astype(np.int64)).mean()
+    pool = per_min
+    if rest_minutes is not None:
+        rest = per_min[per_min.index.isin(np.asarray(rest_minutes, dtype=np.int64))]
+        pool = rest if len(rest) else per_min
+    out = {"resting_hr_bpm": float(np.percentile(pool.to_numpy(), RESTING_HR_PERCENTILE)),
+           "hr_mean_bpm": float(per_min.mean()), "hr_minutes": int(len(per_min))}
+    few = len(per_min) < MIN_HR_MINUTES
+    out["quality_flag"] = "low_quality" if few else "ok"
+    out["quality_reason"] = "few_hr_minutes" if few else ""
+    return out
+
+
+def fitbit_features(heart_rate: pd.DataFrame | None, steps: pd.DataFrame | None) -> dict:
+    """Wearable features (WEARABLE_FEATURE_KEYS, plus hr_mean_bpm, hr_minutes, steps_per_day) from
+    Fitbit exports read by `sources.fitbit` (heart_rate: time, bpm; steps: time, value per minute).
+
+    There is no PPG waveform: pulse_rate_bpm = Fitbit's mean per-minute heart rate, prv_sdnn_ms and
+    ppg_quality NaN. Activity = steps per minute as counts with sedentary < 1 step/min and active ≥
+    100 steps/min (≈ moderate walking, Tudor-Locke et al. 2018), over the minutes the export lists.
+    resting_hr_bpm uses the zero-step minutes when steps are given. steps_per_day = total steps /
+    covered days (last − first listed minute + 1 min, in days). quality_flag = the worse flag of the
+    exports given (an absent export is reported in its own stream's reason, not the overall flag).
+    """
+    nan_act = {"activity_counts_per_min": np.nan, "sedentary_fraction": np.nan, "active_minutes": 0,
+               "quality_flag": "no_signal", "quality_reason": "no_steps_export"}
+    t0 = None
+    for df in (heart_rate, steps):
+        if df is not None and len(df):
+            t0 = df["time"].min() if t0 is None else min(t0, df["time"].min())
+    act, rest, steps_per_day = nan_act, None, np.nan
+    if steps is not None and len(steps):
+        minute = ((steps["time"] - t0).dt.total_seconds() // 60).astype(np.int64).to_numpy()
+        values = steps["value"].to_numpy(dtype=np.float64)
+        act = activity_count_features(values, 60.0, sedentary_cpm=1.0, active_cpm=100.0)
+        rest = minute[values < 1.0]
+        days = ((steps["time"].max() - steps["time"].min()).total_seconds() + 60.0) / 86400.0
+        steps_per_day = float(np.nansum(values) / days)
+    if heart_rate is not None and len(heart_rate):
+        secs = (heart_rate["time"] - t0).dt.total_seconds().to_numpy()
+        hr = heart_rate_series_features(secs, heart_rate["bpm"].to_numpy(dtype=np.float64), rest_minutes=rest)
+    else:
+        hr = heart_rate_series_features(np.zeros(0), np.zeros(0))
+        hr["quality_reason"] = "no_hr_export"
+    present = [(n, r) for n, r, given in (("hr", hr, heart_rate is not None and len(heart_rate)),
+                                           ("activity", act, steps is not None and len(steps))) if given]
+    present = present or [("hr", hr), ("activity", act)]  # neither export: no_signal with both reasons
+    flag = max((r["quality_flag"] for _, r in present), key=_FLAG_RANK.__getitem__)
+    reasons = [f"{n}:{r['quality_reason']}" for n, r in present if r["quality_reason"]]
+    return {
+        "pulse_rate_bpm": hr["hr_mean_bpm"], "prv_sdnn_ms": np.nan, "ppg_quality": np.nan,
+        "ppg_quality_flag": hr["quality_flag"], "ppg_quality_reason": hr["quality_reason"],
+        "activity_counts_per_min": act["activity_counts_per_min"], "sedentary_fraction": act["sedentary_fraction"],
+        "active_minutes": act["active_minutes"], "activity_quality_flag": act["quality_flag"],
+        "activity_quality_reason": act["quality_reason"], "resting_hr_bpm": hr["resting_hr_bpm"],
+        "quality_flag": flag, "quality_reason": ";".join(r for r in reasons if r) if flag != "ok" else "",
+        "hr_mean_bpm": hr["hr_mean_bpm"], "hr_minutes": hr["hr_minutes"], "steps_per_day": steps_per_day,
+    }

@@ -140,9 +140,10 @@ def omop_person():
 def omop_visit_occurrence():
     return table_suite(
         "omop.visit_occurrence",
-        columns=["visit_id", "person_id", "visit_start_datetime", "visit_concept", *PARTITION],
+        columns=["visit_id", "person_id", "visit_start_datetime", "visit_concept", "visit_concept_id", *PARTITION],
         unique=["visit_id"],
-        not_null=["visit_id", "person_id", "visit_start_datetime"],
+        not_null=["visit_id", "person_id", "visit_start_datetime", "visit_concept_id"],
+        value_sets={"visit_concept_id": [9201, 9202, 9203, 0]},
         min_rows=0,
     )
 
@@ -213,41 +214,76 @@ def omop_observation():
 
 @suite("features.ecg_record_features")
 def features_ecg():
+    import great_expectations.expectations as gxe
+
     return table_suite(
         "features.ecg_record_features",
         columns=["record_id", "person_id", "hr_mean_bpm", "hrv_sdnn_ms", "hrv_rmssd_ms", "quality_flag", *PARTITION],
         unique=["record_id"],
         not_null=["record_id", "person_id", "quality_flag"],
-        ranges={"hr_mean_bpm": (20, 250), "hrv_sdnn_ms": (0, 1000), "usable_fraction": (0, 1), "ecg_quality": (0, 1)},
+        ranges={"hr_mean_bpm": (20, 250), "hrv_sdnn_ms": (0, 1000), "hrv_rmssd_ms": (0, 2000),
+                "hrv_pnn50_pct": (0, 100), "irregular_rr_fraction": (0, 1), "usable_fraction": (0, 1),
+                "ecg_quality": (0, 1)},
         value_sets={"quality_flag": ["ok", "low_quality", "no_signal"]},
         min_rows=0,
+        extra=[  # a flag other than ok carries its reason; ok rows carry the headline feature;
+            # at most half the records may have no usable signal (records processed ≥ 50 %)
+            gxe.ExpectColumnValueLengthsToBeBetween(column="quality_reason", min_value=1,
+                                                    row_condition='quality_flag!="ok"', condition_parser="pandas"),
+            gxe.ExpectColumnValuesToNotBeNull(column="hr_mean_bpm", row_condition='quality_flag=="ok"',
+                                              condition_parser="pandas"),
+            gxe.ExpectColumnValuesToBeInSet(column="quality_flag", value_set=["ok", "low_quality"], mostly=0.5),
+        ],
     )
 
 
 @suite("features.ventilator_record_features")
 def features_ventilator():
+    import great_expectations.expectations as gxe
+
     return table_suite(
         "features.ventilator_record_features",
         columns=["record_id", "person_id", "resp_rate_bpm", "tidal_volume_insp_ml", "peep_cmh2o", "quality_flag",
                  *PARTITION],
         unique=["record_id"],
         not_null=["record_id", "person_id", "quality_flag"],
-        ranges={"resp_rate_bpm": (2, 80), "tidal_volume_insp_ml": (20, 3000), "peep_cmh2o": (-5, 40)},
+        ranges={"resp_rate_bpm": (2, 80), "tidal_volume_insp_ml": (20, 3000), "peep_cmh2o": (-5, 40),
+                "pip_cmh2o": (0, 120), "ie_ratio": (0.05, 10), "dynamic_compliance_ml_cmh2o": (1, 500),
+                "minute_ventilation_l_min": (0.5, 60)},
         value_sets={"quality_flag": ["ok", "low_quality", "no_signal"]},
         min_rows=0,
+        extra=[  # a flag other than ok carries its reason; ok rows carry the headline feature;
+            # at most half the records may have no usable signal (records processed ≥ 50 %)
+            gxe.ExpectColumnValueLengthsToBeBetween(column="quality_reason", min_value=1,
+                                                    row_condition='quality_flag!="ok"', condition_parser="pandas"),
+            gxe.ExpectColumnValuesToNotBeNull(column="resp_rate_bpm", row_condition='quality_flag=="ok"',
+                                              condition_parser="pandas"),
+            gxe.ExpectColumnValuesToBeInSet(column="quality_flag", value_set=["ok", "low_quality"], mostly=0.5),
+        ],
     )
 
 
 @suite("features.wearable_record_features")
 def features_wearable():
+    import great_expectations.expectations as gxe
+
     return table_suite(
         "features.wearable_record_features",
         columns=["record_id", "person_id", "resting_hr_bpm", "sedentary_fraction", "quality_flag", *PARTITION],
         unique=["record_id"],
         not_null=["record_id", "person_id", "quality_flag"],
-        ranges={"resting_hr_bpm": (25, 200), "sedentary_fraction": (0, 1)},
+        ranges={"resting_hr_bpm": (25, 200), "sedentary_fraction": (0, 1), "pulse_rate_bpm": (25, 230),
+                "activity_counts_per_min": (0, None)},
         value_sets={"quality_flag": ["ok", "low_quality", "no_signal"]},
         min_rows=0,
+        extra=[  # a flag other than ok carries its reason; ok rows carry the headline feature;
+            # at most half the records may have no usable signal (records processed ≥ 50 %)
+            gxe.ExpectColumnValueLengthsToBeBetween(column="quality_reason", min_value=1,
+                                                    row_condition='quality_flag!="ok"', condition_parser="pandas"),
+            gxe.ExpectColumnValuesToNotBeNull(column="sedentary_fraction", row_condition='quality_flag=="ok"',
+                                              condition_parser="pandas"),
+            gxe.ExpectColumnValuesToBeInSet(column="quality_flag", value_set=["ok", "low_quality"], mostly=0.5),
+        ],
     )
 
 
@@ -266,15 +302,22 @@ def features_interview_scores():
 # ---------------------------------------------------------------- twin + ml
 
 
+TWIN_PHENOTYPE_PROBS = ["p_rheumatoid_arthritis", "p_osteoarthritis", "p_type1_diabetes", "p_type2_diabetes",
+                        "p_asthma", "p_copd"]
+
+
 @suite("twin.patient_twin")
 def twin_patient_twin():
     return table_suite(
         "twin.patient_twin",
         columns=["site_id", "person_id", "age_years", "age_band", "completeness", "therapy", "twin_version",
-                 "n_deliveries", "last_delivery_id"],
-        unique=["site_id", "person_id"],
-        not_null=["site_id", "person_id", "age_band", "completeness", "twin_version", "n_deliveries"],
-        ranges={"completeness": (0, 1), "age_years": (0, 90), "n_deliveries": (1, None), "bmi": (8, 120)},
+                 "n_deliveries", "last_delivery_id", *TWIN_PHENOTYPE_PROBS, "phenotype_evidence",
+                 "prov_ehr_person"],
+        unique=["site_id", "person_id", "twin_version"],  # one row per patient per version
+        not_null=["site_id", "person_id", "age_band", "completeness", "twin_version", "n_deliveries",
+                  "last_delivery_id", "prov_ehr_person", "phenotype_evidence", *TWIN_PHENOTYPE_PROBS],
+        ranges={"completeness": (0, 1), "age_years": (0, 90), "n_deliveries": (1, None), "bmi": (8, 120),
+                **{c: (0, 1) for c in TWIN_PHENOTYPE_PROBS}},
         value_sets={"therapy": ARMS, "age_band": AGE_BANDS},
         extra=[_regex_match("person_id", PSEUDONYM)],
     )
@@ -284,10 +327,12 @@ def twin_patient_twin():
 def ml_treatment_effect_model():
     return table_suite(
         "ml.treatment_effect_model",
-        columns=["estimator", "mlflow_run_id", "model_uri", "n_train", "twin_version"],
+        columns=["estimator", "mlflow_run_id", "model_uri", "n_train", "twin_version", "is_best",
+                 "validation_metric", "val_tau_risk", "dr_policy_value_model", "frac_outside_overlap"],
         unique=["estimator", "twin_version"],
-        not_null=["estimator", "mlflow_run_id", "model_uri", "n_train"],
-        ranges={"n_train": (40, None)},
+        not_null=["estimator", "mlflow_run_id", "model_uri", "n_train", "is_best", "val_tau_risk"],
+        ranges={"n_train": (40, None), "val_tau_risk": (0, None), "frac_outside_overlap": (0, 1)},
+        value_sets={"estimator": ["t_learner", "dr_learner", "x_learner"]},
     )
 
 
@@ -298,7 +343,7 @@ def ml_treatment_simulation():
     return table_suite(
         "ml.treatment_simulation",
         columns=["person_id", "therapy", "mean", "p10", "p90", "prob_best", "recommended",
-                 "recommendation_certainty"],
+                 "recommendation_certainty", "outside_overlap", "estimator"],
         unique=["person_id", "therapy"],
         not_null=["person_id", "therapy", "mean", "p10", "p90", "prob_best"],
         ranges={"prob_best": (0, 1), "recommendation_certainty": (0, 1)},
@@ -313,7 +358,20 @@ def ml_treatment_simulation():
 def ml_effect_evaluation():
     return table_suite(
         "ml.effect_evaluation",
-        columns=["estimator", "mlflow_run_id", "n_eval"],
-        not_null=["estimator", "mlflow_run_id", "n_eval"],
-        ranges={"n_eval": (1, None)},
+        columns=["estimator", "mlflow_run_id", "n_eval", "has_ground_truth", "dr_policy_value_model"],
+        unique=["estimator"],
+        not_null=["estimator", "mlflow_run_id", "n_eval", "has_ground_truth"],
+        ranges={"n_eval": (0, None)},
+    )
+
+
+@suite("ml.champion_model")
+def ml_champion_model():
+    return table_suite(
+        "ml.champion_model",
+        columns=["registered_model", "version", "alias", "promoted", "estimator", "validation_metric",
+                 "challenger_metric"],
+        not_null=["registered_model", "version", "alias", "promoted", "estimator", "challenger_metric"],
+        ranges={"version": (1, None)},
+        value_sets={"alias": ["champion", "challenger"]},
     )

@@ -114,9 +114,31 @@ def read_ehr_table(
 
 
 def read_ehr(delivery_dir: Path, site: SiteConfig, delivery_id: str, quarantine: Quarantine) -> EhrLoad:
-    """Read every EHR table present in `<delivery>/ehr/`."""
+    """Read every EHR table present in `<delivery>/ehr/`: Synthea CSVs and/or FHIR R4 files.
+
+    FHIR Bundles (`*.json`) and bulk NDJSON (`*.ndjson`) are read by `sources.fhir` into the same
+    frames as the CSV tables and appended to them, so a delivery may use either format (or both, for
+    different records)."""
+    from twin_pipeline.sources import fhir
+
     out = EhrLoad()
     ehr_dir = Path(delivery_dir) / "ehr"
     for table in EHR_TABLES:
         out.tables[table] = read_ehr_table(ehr_dir / f"{table}.csv", table, site, delivery_id, quarantine)
+    if not fhir.fhir_files(ehr_dir):
+        return out
+    loaded = fhir.read_fhir_tables(
+        ehr_dir, site, delivery_id, quarantine,
+        not_null={t: s["not_null"] for t, s in EHR_TABLES.items()},
+        dates={t: s["dates"] for t, s in EHR_TABLES.items()},
+        columns={t: s["required"] for t, s in EHR_TABLES.items()},
+    )
+    for table, (frame, received, n) in loaded.items():
+        csv_load = out.tables[table]
+        parts = [f for f in (csv_load.frame, frame) if len(f)]
+        merged = pd.concat(parts, ignore_index=True) if len(parts) > 1 else (parts[0] if parts else csv_load.frame)
+        out.tables[table] = TableLoad(
+            merged.reset_index(drop=True), csv_load.received + received, csv_load.loaded + n,
+            csv_load.quarantined + received - n, csv_load.file_present or received > 0,
+        )
     return out

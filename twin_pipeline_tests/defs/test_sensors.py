@@ -13,6 +13,11 @@ from twin_pipeline.resources import LandingResource
 from twin_pipeline.sources.landing import find_deliveries
 
 
+def _evaluate(instance, landing, cursor=None):
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources={"landing": landing}) as ctx:
+        return landing_delivery_sensor(ctx)
+
+
 def _landing(root, tmp_path):
     return LandingResource(landing_dir=str(root), quarantine_dir=str(tmp_path / "q"), sites_dir=str(tmp_path / "s"))
 
@@ -25,8 +30,7 @@ def test_sensor_adds_a_new_site_and_requests_only_its_runs(tiny_cohort, tmp_path
         if d.site_id == first_site:
             shutil.copytree(d.path, landing / d.site_id / d.delivery_id)
     instance = dg.DagsterInstance.ephemeral()
-    ctx = dg.build_sensor_context(instance=instance, resources={"landing": _landing(landing, tmp_path)})
-    result = landing_delivery_sensor(ctx)
+    result = _evaluate(instance, _landing(landing, tmp_path))
     assert isinstance(result, dg.SensorResult)
     keys = {(r.partition_key.keys_by_dimension["site"], r.partition_key.keys_by_dimension["delivery"])
             for r in result.run_requests}
@@ -38,16 +42,14 @@ def test_sensor_adds_a_new_site_and_requests_only_its_runs(tiny_cohort, tmp_path
     cursor = result.cursor
 
     # nothing new: skip
-    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"landing": _landing(landing, tmp_path)})
-    again = landing_delivery_sensor(ctx)
+    again = _evaluate(instance, _landing(landing, tmp_path), cursor)
     assert isinstance(again, dg.SkipReason)
 
     # a new site appears, plus a half-copied delivery that must be ignored
     new = [d for d in existing if d.site_id != first_site][0]
     shutil.copytree(new.path, landing / "hospital_z" / new.delivery_id)
     (landing / "hospital_z" / "2031-01-01").mkdir()
-    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"landing": _landing(landing, tmp_path)})
-    third = landing_delivery_sensor(ctx)
+    third = _evaluate(instance, _landing(landing, tmp_path), cursor)
     assert [r.run_key for r in third.run_requests] == [f"hospital_z/{new.delivery_id}"]
     assert [(r.partitions_def_name, list(r.partition_keys)) for r in third.dynamic_partitions_requests] == [
         (site_partitions.name, ["hospital_z"])

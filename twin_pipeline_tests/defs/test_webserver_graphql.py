@@ -73,7 +73,7 @@ def test_webserver_serves_asset_graph_checks_and_partitions(tmp_path):
         nodes = {"/".join(n["assetKey"]["path"]): n for n in data}
         assert {"deid/person", "omop/measurement", "features/ecg_record_features", "twin/patient_twin",
                 "ml/treatment_simulation"} <= set(nodes)
-        assert {n["groupName"] for n in nodes.values()} == {"deid", "omop", "features", "twin", "ml"}
+        assert {"deid", "omop", "features", "twin", "ml", "federated"} <= {n["groupName"] for n in nodes.values()}
         person = nodes["deid/person"]
         assert person["isPartitioned"]
         assert {d["name"] for d in person["partitionDefinition"]["dimensionTypes"]} == {"site", "delivery"}

@@ -145,3 +145,42 @@ def test_template_quality_separates_clean_from_noisy():
     assert signal_template_quality(x, peaks, 250) > 0.95
     assert signal_template_quality(noisy, peaks, 250) < 0.8
     assert np.isnan(signal_template_quality(x, peaks[:2], 250))
+
+
+def _record_f1(name: str, peaks_fn) -> float:
+    rec = wfdb.rdrecord(str(MITDB / name))
+    ann = wfdb.rdann(str(MITDB / name), "atr")
+    ref = ann.sample[np.isin(ann.symbol, BEAT_SYMBOLS)]
+    return _match_f1(ref, peaks_fn(rec.p_signal, rec.fs), rec.fs)[2]
+
+
+def test_fused_leads_beat_neurokit_on_hard_record_108():
+    """108: big P waves and noise on MLII; fusing V5 by template SQI recovers it."""
+    from twin_pipeline.lib.ecg import ecg_peaks_leads
+
+    fused = _record_f1("108", lambda x, fs: ecg_peaks_leads(x, fs))
+    nk_lead0 = _record_f1("108", lambda x, fs: ecg_peaks(x[:, 0], fs))
+    assert fused >= 0.98 and fused > nk_lead0 + 0.05, (fused, nk_lead0)
+
+
+def test_fused_leads_survive_nan_gap_and_dead_lead():
+    from twin_pipeline.lib.ecg import ecg_peaks_leads
+
+    fs = 250
+    a, b = _sim(70, duration=60, seed=4), 0.5 * _sim(70, duration=60, seed=4)
+    a[20 * fs : 30 * fs] = np.nan  # primary lead off for 10 s: the other lead carries the beats
+    peaks = ecg_peaks_leads([a, b], fs)
+    assert abs(len(peaks) - 70) <= 2
+    assert np.sum((peaks >= 20 * fs) & (peaks < 30 * fs)) >= 10
+    only_nan = ecg_peaks_leads([np.full(fs * 10, np.nan), np.full(fs * 10, np.nan)], fs)
+    assert len(only_nan) == 0
+    # a flat second lead gets no weight
+    assert abs(len(ecg_peaks_leads([b, np.zeros_like(b)], fs)) - 70) <= 2
+
+
+def test_twin_method_single_lead_inverted_qrs():
+    from twin_pipeline.lib.ecg import ecg_peaks_leads
+
+    x = _sim(80, duration=60, seed=5)
+    assert abs(len(ecg_peaks_leads([-x], 250)) - 80) <= 2
+    assert abs(len(ecg_peaks(-x, 250, method="twin")) - 80) <= 2

@@ -145,3 +145,35 @@ def test_helpers_refuse_bad_input(logged):
             dataset_df=None,
             dataset_source=SOURCE,
         )
+
+
+def test_champion_decision_rule():
+    from twin_pipeline.lib.mlflow_tracking import champion_decision
+
+    assert champion_decision(10.0, None) and champion_decision(10.0, float("nan"))
+    assert champion_decision(9.0, 10.0)
+    assert not champion_decision(10.0, 10.0)  # a tie keeps the champion
+    assert not champion_decision(11.0, 10.0)
+    assert not champion_decision(9.5, 10.0, min_improvement=1.0)
+    assert not champion_decision(float("nan"), None)
+
+
+def test_gate_refuses_a_worse_challenger_and_promotes_a_better_one(logged):
+    from twin_pipeline.lib.mlflow_tracking import alias_version, register_and_gate
+
+    uri, model_uri = logged["uri"], logged["result"]["model_uri"]
+    name = "gate_test_model"
+    first = register_and_gate(tracking_uri=uri, name=name, model_uri=model_uri, challenger_metric=100.0,
+                              champion_metric=None)
+    assert first["promoted"] and first["alias"] == "champion" and first["previous_champion_version"] is None
+    worse = register_and_gate(tracking_uri=uri, name=name, model_uri=model_uri, challenger_metric=120.0,
+                              champion_metric=100.0)
+    assert not worse["promoted"] and worse["alias"] == "challenger"
+    champ = alias_version(uri, name, "champion")
+    assert champ["version"] == first["version"]  # the champion alias did not move
+    assert champ["run_id"] == logged["result"]["run_id"]
+    assert alias_version(uri, name, "challenger")["version"] == worse["version"]
+    better = register_and_gate(tracking_uri=uri, name=name, model_uri=model_uri, challenger_metric=90.0,
+                               champion_metric=100.0)
+    assert better["promoted"] and alias_version(uri, name, "champion")["version"] == better["version"]
+    assert alias_version(uri, "no_such_model", "champion") is None

@@ -154,3 +154,48 @@ def test_implausible_breathing_is_no_signal_not_a_gate_breaker():
     bad_paw = ventilator_features(paw * 10, flow, 50)  # PEEP 50 cmH2O: a mis-scaled pressure channel
     assert bad_paw["quality_flag"] == "low_quality" and "implausible_pressure" in bad_paw["quality_reason"]
     assert np.isnan(bad_paw["peep_cmh2o"]) and _close(bad_paw["tidal_volume_insp_ml"], 500)
+
+
+def test_ventilator_markers_reproduce_ventmap_breaths():
+    from twin_pipeline.lib.ventilator import breath_segments_from_markers
+
+    df = read_pb840(PB840 / "0149_2016-02-17-08-38-13_1.csv_test")
+    flow, paw = df["flow_l_min"].to_numpy(), df["pressure_cmh2o"].to_numpy()
+    seg = breath_segments_from_markers(df["breath_start"], df["breath_end"], flow, 50)
+    meta = pd.read_csv(PB840 / "0149_2016-02-17-08-38-13_1_v5_1_0__breath_meta.csv_test")
+    meta.columns = [c.strip() for c in meta.columns]
+    meta = meta.loc[:, ~meta.columns.duplicated()]
+    assert len(seg) == len(meta) == 319
+    assert np.allclose(seg["start"].to_numpy() / 50, meta["BS"].to_numpy(), atol=0.03)
+    from twin_pipeline.lib.ventilator import breath_table
+
+    table = breath_table(paw, flow, 50, segments=seg)
+    assert np.median(np.abs(table["peep_cmh2o"].to_numpy() - meta["PEEP"].to_numpy())) < 0.05
+    assert np.median(np.abs(table["ie_ratio"].to_numpy() - meta["I:E ratio"].to_numpy())) < 0.02
+
+
+def test_ventilator_markers_drop_unclosed_breath():
+    from twin_pipeline.lib.ventilator import breath_segments_from_markers
+
+    flow = np.tile(np.r_[np.full(50, 30.0), np.full(100, -15.0)], 3)
+    bs = np.zeros(len(flow), bool)
+    be = np.zeros(len(flow), bool)
+    bs[[0, 150, 300]] = True
+    be[[149, 299]] = True  # the third breath never closes (truncated export)
+    seg = breath_segments_from_markers(bs, be, flow, 50)
+    assert seg["start"].tolist() == [0, 150] and seg["end"].tolist() == [150, 300]
+    assert seg["insp_end"].tolist() == [50, 200]
+
+
+@pytest.mark.parametrize(("c", "r"), [(30.0, 15.0), (60.0, 6.0)])
+def test_least_squares_mechanics_recover_compliance_and_resistance(c, r):
+    from twin_pipeline.lib.ventilator import ventilator_simulate
+
+    paw, flow = ventilator_simulate(120, 50, resp_rate=18, tidal_volume_ml=450, peep_cmh2o=6,
+                                    compliance_ml_cmh2o=c, resistance_cmh2o_l_s=r, noise_l_min=0.5, random_state=2)
+    feats = ventilator_features(paw, flow, 50)
+    assert abs(feats["compliance_lsf_ml_cmh2o"] - c) <= 0.1 * c
+    assert abs(feats["resistance_lsf_cmh2o_l_s"] - r) <= 0.2 * r
+    assert feats["dynamic_compliance_ml_cmh2o"] < feats["compliance_lsf_ml_cmh2o"]  # resistive pressure in PIP
+    no_paw = ventilator_features(None, flow, 50)
+    assert np.isnan(no_paw["compliance_lsf_ml_cmh2o"]) and np.isnan(no_paw["resistance_lsf_cmh2o_l_s"])

@@ -120,3 +120,46 @@ def test_real_ppg_in_the_wild_recording():
     assert minutes["usable"].sum() >= 10
     feats = ppg_features(x, 100.0)
     assert feats["quality_flag"] == "ok" and 50 < feats["pulse_rate_bpm"] < 140
+
+
+def test_activity_count_features_minutes_and_cut_points():
+    from twin_pipeline.lib.wearable import activity_count_features
+
+    # 15-s epochs: minute 1 = 4×10 counts (40 cpm, sedentary), minute 2 = 4×600 (2400 cpm, MVPA),
+    # minute 3 = non-wear (NaN) → not valid
+    counts = np.r_[np.full(4, 10.0), np.full(4, 600.0), np.full(4, np.nan)]
+    out = activity_count_features(counts, 15.0)
+    assert out["activity_counts_per_min"] == pytest.approx((40 + 2400) / 2)
+    assert out["sedentary_fraction"] == 0.5 and out["active_minutes"] == 1
+    assert out["quality_flag"] == "low_quality" and out["quality_reason"] == "nonwear_or_missing"
+    none = activity_count_features(np.full(8, np.nan), 15.0)
+    assert none["quality_flag"] == "no_signal" and none["quality_reason"] == "no_valid_minutes"
+
+
+def test_heart_rate_series_resting_hr_prefers_rest_minutes():
+    from twin_pipeline.lib.wearable import heart_rate_series_features
+
+    t = np.arange(0, 30 * 60, 10.0)  # 30 min, a reading every 10 s
+    bpm = np.where(t < 15 * 60, 60.0, 110.0)
+    bpm[5] = 400.0  # artefact, dropped
+    out = heart_rate_series_features(t, bpm, rest_minutes=np.arange(15, 30))
+    assert out["resting_hr_bpm"] == pytest.approx(110.0) and out["hr_minutes"] == 30
+    assert heart_rate_series_features(t, bpm)["resting_hr_bpm"] == pytest.approx(60.0)
+    assert heart_rate_series_features(t[:20], bpm[:20])["quality_reason"] == "few_hr_minutes"
+
+
+def test_fitbit_features_on_real_exports():
+    from pathlib import Path
+
+    from twin_pipeline.lib.wearable import fitbit_features
+    from twin_pipeline.sources.fitbit import read_fitbit_heart_rate, read_fitbit_minutes
+
+    w = Path(__file__).resolve().parents[3] / "shared" / "data" / "wearable" / "fitbit"
+    hr = read_fitbit_heart_rate(w / "heart_rate-1995-06-24.json")
+    steps = read_fitbit_minutes(w / "steps-1995-06-23_Fitbit.json")
+    out = fitbit_features(hr, steps)
+    assert 55 < out["resting_hr_bpm"] < out["pulse_rate_bpm"] < 100
+    assert 0 < out["sedentary_fraction"] < 1 and out["quality_flag"] == "ok"
+    assert out["steps_per_day"] == pytest.approx(607 / (36 / 1440))
+    only_hr = fitbit_features(hr, None)
+    assert only_hr["quality_flag"] == "ok" and only_hr["activity_quality_reason"] == "no_steps_export"

@@ -82,7 +82,13 @@ def deid_ehr(context: dg.AssetExecutionContext, landing: LandingResource, deid: 
         delivery_id=delivery_id,
         restricted_zip3=restricted,
     )
-    quarantine.write([f"ehr_{t}" for t in EHR_TABLES])
+    quarantine.write([f"ehr_{t}" for t in EHR_TABLES] + ["ehr_fhir"])
+    if present:  # re-identification stays at the site: pseudonym -> local id, under landing only
+        deid_tables.write_crosswalk(
+            landing.delivery_dir(site_id, delivery_id).parent, delivery_id,
+            {"person": load.tables["patients"].frame["Id"], "encounter": load.tables["encounters"].frame["Id"]},
+            key=key, site_id=site_id,
+        )
     counts = load.counts()
     for name, (table, suite) in EHR_OUTPUTS.items():
         df = frames[name]
@@ -185,6 +191,10 @@ def deid_waveform_record(
         keep.append(True)
     df = index[pd.Series(keep, index=index.index, dtype=bool)].reset_index(drop=True) if len(index) else index
     quarantine.write(["waveforms_manifest", "waveforms_records"])
+    if present and len(man.frame):
+        serials = man.frame["device_serial"] if "device_serial" in man.frame else pd.Series(dtype=object)
+        deid_tables.write_crosswalk(ddir.parent, delivery_id, {"record": man.frame["record"], "device": serials},
+                                    key=key, site_id=site_id, suffix="_waveforms")
     q = man.quarantined + (len(man.frame) - len(df))
     meta = output_metadata(df, received=man.received, quarantined=q, delivery_present=present)
     meta["records_by_device"] = dg.MetadataValue.json(df["device_kind"].value_counts().to_dict() if len(df) else {})

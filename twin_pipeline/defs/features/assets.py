@@ -58,7 +58,7 @@ def extract_all(paths_kinds: list[tuple[str, str]], workers: int, min_records_fo
             key=["features", table],
             group_name="features",
             description=DESCRIPTIONS[kind],
-            kinds={"duckdb", "pandas", "neurokit2"},
+            kinds={"duckdb", "pandas", "numpy"},
             metadata={"partition_expr": PARTITION_EXPR},
         )
         for kind, (table, _) in FEATURE_SUITES.items()
@@ -92,6 +92,10 @@ def waveform_features(context: dg.AssetExecutionContext, config: WaveformFeature
         if len(df):
             meta["quality_flags"] = dg.MetadataValue.json(df["quality_flag"].value_counts().to_dict())
             meta["processed_fraction"] = float((df["quality_flag"] != "no_signal").mean())
+            # reason codes of the records that are not "ok" (aggregate counts of fixed codes, no rows)
+            reasons = df.loc[df["quality_flag"] != "ok", "quality_reason"].fillna("").str.split(";").explode()
+            reasons = reasons[reasons != ""].str.replace(r"x\d+$", "", regex=True)
+            meta["not_ok_reasons"] = dg.MetadataValue.json(reasons.value_counts().head(20).to_dict())
         yield dg.Output(df, output_name=dg.AssetKey(["features", table]).to_python_identifier(), metadata=meta)
         yield from gate_results(["features", table], df, suite)
 

@@ -5,11 +5,11 @@ import warnings
 from pathlib import Path
 
 import dagster as dg
-import pandas as pd
 from pydantic import Field
 
 from twin_pipeline.defs.gating import delivery_status, gate_results, gated_outputs, output_metadata
 from twin_pipeline.defs.partitions import PARTITION_EXPR, WAREHOUSE_POOL, partition_keys, site_delivery_partitions
+from twin_pipeline.lib import dqd
 from twin_pipeline.lib import harmonize as hz
 from twin_pipeline.quality import suites
 from twin_pipeline.resources import LandingResource
@@ -18,7 +18,7 @@ from twin_pipeline.lib.interviews import ANSWER_FIELDS
 
 OMOP_OUTPUTS = {
     "person": (suites.omop_person, "One row per patient × delivery: OMOP person with gender concept and care site."),
-    "visit_occurrence": (suites.omop_visit_occurrence, "One row per encounter."),
+    "visit_occurrence": (suites.omop_visit_occurrence, "One row per encounter: OMOP visit concept (inpatient / outpatient / emergency), class as delivered."),
     "condition_occurrence": (
         suites.omop_condition_occurrence,
         "One row per diagnosis: SNOMED CT source value, ICD-10-CM concept, phenotype group.",
@@ -31,15 +31,22 @@ OMOP_OUTPUTS = {
     "procedure_occurrence": (suites.omop_procedure_occurrence, "One row per procedure, therapy arm where it is one."),
     "observation": (
         suites.omop_observation,
-        "One row per text EHR observation or interview answer (coded question, numeric answer).",
+        "One row per text EHR observation, Observation-domain SNOMED finding, or interview answer.",
     ),
 }
 DEID_INPUTS = ["person", "visit", "condition", "observation", "medication", "procedure", "interview"]
 
 
+FOURCE_LAB_RANGE = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "federated" / "4ce" / "lab.range.converted.csv"
+
+
 class HarmonizeConfig(dg.Config):
     mapping_threshold: float = Field(
         default=0.95, description="Minimum fraction of rows with a standard concept, per vocabulary, for the gate."
+    )
+    fource_lab_range_csv: str = Field(
+        default=str(FOURCE_LAB_RANGE),
+        description="4CE lab.range.converted.csv for the site-level lab range check; missing file = check not evaluated.",
     )
 
 
@@ -47,6 +54,10 @@ def coverage_check_spec(name: str, **kw) -> dg.AssetCheckSpec:
     with warnings.catch_warnings():  # partition-scoped check specs are a Dagster 1.13 preview feature
         warnings.simplefilter("ignore", dg.PreviewWarning)
         return dg.AssetCheckSpec(name, partitions_def=site_delivery_partitions, **kw)
+
+
+def dqd_check_name(check: dqd.DqdCheck) -> str:
+    return f"dqd_{check.category}_{check.name}"
 
 
 def _out_name(table: str) -> str:
@@ -74,6 +85,12 @@ def _out_name(table: str) -> str:
             blocking=True,
             description="Share of rows mapped to a standard concept per vocabulary ≥ threshold (conditions, labs, drugs).",
         )
+    ]
+    + [
+        coverage_check_spec(dqd_check_name(c), asset=["omop", c.table], blocking=c.blocking,
+                            description=f"DQD {c.category} ({'blocking' if c.blocking else 'warn'}, "
+                            f"≤ {c.threshold_pct:g} % violating rows): {c.description}")
+        for c in dqd.CHECKS
     ],
     pool=WAREHOUSE_POOL,
     can_subset=False,
@@ -85,28 +102,18 @@ def harmonize(context: dg.AssetExecutionContext, config: HarmonizeConfig, landin
     site = landing.site_config(site_id)
     vocab = hz.load_vocabulary()
     t = {k.removeprefix("deid_"): v for k, v in deid_tables.items()}
-    meas, obs_text, rejected = hz.harmonize_measurements(
-        t["observation"], vocab, local_lab_codes=site.local_lab_codes, unit_alias=site.unit_alias
-    )
+    h = hz.harmonize_ehr(t, vocab, local_lab_codes=site.local_lab_codes, unit_alias=site.unit_alias,
+                         interview_fields=ANSWER_FIELDS)
+    rejected = h.rejected
     quarantine = Quarantine(Path(landing.quarantine_dir), site_id, delivery_id)
     if len(rejected):
         where = f": {site_id}/{delivery_id} " + rejected["source_file"].astype(str) + " row " + rejected[
             "source_row"].astype(str)
         quarantine.reject_rows("omop_measurement", rejected.drop(columns="_reason"), rejected["_reason"] + where)
     quarantine.write(["omop_measurement"])
-    interview_obs = hz.harmonize_interviews(t["interview"], ANSWER_FIELDS)
-    observation = pd.concat([f for f in (obs_text, interview_obs) if len(f)] or [interview_obs], ignore_index=True)
-    observation["value_as_string"] = observation.get("value_as_string", pd.Series(dtype="string")).astype("string")
-    outputs = {
-        "person": hz.harmonize_person(t["person"]),
-        "visit_occurrence": hz.harmonize_visits(t["visit"]),
-        "condition_occurrence": hz.harmonize_conditions(t["condition"], vocab),
-        "measurement": meas,
-        "drug_exposure": hz.harmonize_drugs(t["medication"], vocab),
-        "procedure_occurrence": hz.harmonize_procedures(t["procedure"], vocab),
-        "observation": observation,
-    }
-    received = {"measurement": len(t["observation"]) - len(obs_text), "observation": len(obs_text) + len(interview_obs)}
+    outputs = h.tables
+    n_meas_src = len(t["observation"]) - h.text_observations
+    received = {"measurement": n_meas_src, "observation": len(outputs["observation"])}
     for table, (suite, _) in OMOP_OUTPUTS.items():
         df = outputs[table]
         q = len(rejected) if table == "measurement" else 0
@@ -118,22 +125,32 @@ def harmonize(context: dg.AssetExecutionContext, config: HarmonizeConfig, landin
         yield dg.Output(df, output_name=_out_name(table), metadata=meta)
         yield from gate_results(["omop", table], df, suite, delivery_present=present)
 
-    coverage = hz.mapping_coverage(
-        {
-            "conditions_snomed_to_icd10": (outputs["condition_occurrence"], "condition_concept_code"),
-            "labs_to_loinc": (outputs["measurement"], "measurement_concept_code"),
-            "drugs_rxnorm_to_ingredient": (outputs["drug_exposure"], "drug_concept_code"),
-        }
-    )
+    coverage = h.coverage()
     low = {k: v for k, v in coverage.items() if v < config.mapping_threshold}
     yield dg.AssetCheckResult(
         asset_key=dg.AssetKey(["omop", "condition_occurrence"]),
         check_name="mapping_coverage",
         passed=not low or not present,
         metadata={
+            "site_id": site_id,
             "threshold": config.mapping_threshold,
             **{f"coverage_{k}": round(v, 4) for k, v in coverage.items()},
+            "rows_by_vocabulary": dg.MetadataValue.json(h.counts()),
             "below_threshold": dg.MetadataValue.json(sorted(low)),
         },
         description=None if not low else f"mapping coverage below {config.mapping_threshold:.0%} for {sorted(low)}",
     )
+
+    ranges_path = Path(config.fource_lab_range_csv)
+    ranges = dqd.load_fource_ranges(ranges_path) if config.fource_lab_range_csv and ranges_path.exists() else None
+    results = dqd.run_checks(outputs, vocab, fource_ranges=ranges)
+    for r in results:
+        yield dg.AssetCheckResult(
+            asset_key=dg.AssetKey(["omop", r.check.table]),
+            check_name=dqd_check_name(r.check),
+            passed=r.passed or not present,
+            severity=dg.AssetCheckSeverity.ERROR if r.check.blocking else dg.AssetCheckSeverity.WARN,
+            metadata={k: (dg.MetadataValue.json(v) if isinstance(v, dict) else v)
+                      for k, v in r.metadata(site_id).items()},
+        )
+    context.log.info(f"{site_id}/{delivery_id}: DQD {dqd.summary(results)}; mapping coverage {coverage}")
