@@ -30,13 +30,19 @@ def storable(df: pd.DataFrame) -> pd.DataFrame:
 
 
 class WarehousePandasTypeHandler(DuckDBPandasTypeHandler):
-    """Like dagster-duckdb-pandas, but an empty frame still creates its (typed, empty) table, and
-    rows are inserted by column name rather than position."""
+    """Like dagster-duckdb-pandas, but an empty frame still creates its (typed, empty) table, rows are
+    inserted by column name rather than position, and new columns are added to an existing table."""
 
     def handle_output(self, context, table_slice, obj: pd.DataFrame, connection):
         obj = storable(obj)  # noqa: F841 - referenced by name in the SQL (DuckDB replacement scan)
         table = f"{table_slice.schema}.{table_slice.table}"
         connection.execute(f"create table if not exists {table} as select * from obj limit 0")
+        # schema evolution: a column the code added since the table was created is added (older rows get
+        # NULL); columns the frame lacks stay and are NULL for the new rows
+        have = {r[0] for r in connection.execute(f"describe {table}").fetchall()}
+        for name, col_type, *_ in connection.execute("describe select * from obj limit 0").fetchall():
+            if name not in have:
+                connection.execute(f'alter table {table} add column "{name}" {col_type}')
         if not obj.empty:
             connection.execute(f"insert into {table} by name select * from obj")
         row_count = int(obj.shape[0])
