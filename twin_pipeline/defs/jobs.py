@@ -9,7 +9,7 @@ SHAREABLE_FILES = ("site_age_sex", "site_diag_proc_med", "site_labs", "site_dail
 
 site_delivery_job = dg.define_asset_job(
     name="site_delivery_job",
-    selection=dg.AssetSelection.groups("deid", "omop", "features"),
+    selection=dg.AssetSelection.groups("deid", "omop", "features") - dg.AssetSelection.keys(["omop", "care_site"]),
     partitions_def=site_delivery_partitions,
     description="One site delivery: parse + quarantine + de-identify, harmonize, extract features (gated).",
 )
@@ -31,6 +31,7 @@ federated_effects_job = dg.define_asset_job(
 twin_refresh_job = dg.define_asset_job(
     name="twin_refresh_job",
     selection=dg.AssetSelection.groups("twin", "ml", "privacy")
+    | dg.AssetSelection.keys(["omop", "care_site"])
     | dg.AssetSelection.keys(["federated", "pooled_age_sex"], ["federated", "pooled_diag_proc_med"]),
     description="Rebuild every twin across sites, refit and log the treatment-effect models, simulate, evaluate; "
     "pool the sites' shareable files.",

@@ -314,3 +314,52 @@ def harmonize_ehr(
         "drugs_rxnorm": (drugs, "drug_concept_code"),
     }
     return HarmonizedDelivery(tables, rejected, mapped, len(obs_text))
+
+
+DEVICE_CONCEPTS = {  # device kind -> (local concept code, name); no standard device vocabulary is loaded
+    "ecg_monitor": ("TWIN:ecg_monitor", "Electrocardiographic monitor"),
+    "ventilator": ("TWIN:ventilator", "Mechanical ventilator"),
+    "wearable": ("TWIN:wearable", "Wearable PPG + accelerometer"),
+}
+
+
+def harmonize_devices(records: pd.DataFrame) -> pd.DataFrame:
+    """De-identified waveform index → OMOP `device_exposure`: one row per recording, with the record id
+    (the waveform record index), start/end and a local device concept."""
+    out = pd.DataFrame(
+        {
+            "device_exposure_id": records["record_id"].astype("string"),
+            "person_id": records["person_id"].astype("string"),
+            "device_concept_code": records["device_kind"].map(lambda k: DEVICE_CONCEPTS.get(k, (UNMAPPED,))[0]).astype(
+                "string"),
+            "device_source_value": records["device_kind"].astype("string"),
+            "unique_device_id": records["device_id"].astype("string"),
+            "device_exposure_start_datetime": pd.to_datetime(records["start_time"]),
+            "device_exposure_end_datetime": pd.to_datetime(records["start_time"])
+            + pd.to_timedelta(records["duration_s"].astype("float64"), unit="s"),
+            "sampling_rate_hz": records["sampling_rate_hz"].astype("float64"),
+        }
+    )
+    for c in ("site_id", "delivery_id", "source_file", "source_row"):
+        out[c] = records[c].values
+    return out.reset_index(drop=True)
+
+
+def care_sites(site_configs: list) -> pd.DataFrame:
+    """One OMOP `care_site` row per site, from the sites' YAML conventions (no patient data)."""
+    return pd.DataFrame(
+        [
+            {
+                "care_site_id": c.site_id,
+                "care_site_name": c.name or c.site_id,
+                "country": c.country,
+                "date_format": c.date_format,
+                "small_cell_threshold": int(c.small_cell_threshold),
+                "devices": ",".join(c.devices),
+                "n_local_lab_codes": len(c.local_lab_codes),
+            }
+            for c in site_configs
+        ],
+        columns=["care_site_id", "care_site_name", "country", "date_format", "small_cell_threshold", "devices",
+                 "n_local_lab_codes"],
+    )

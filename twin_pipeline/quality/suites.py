@@ -209,6 +209,31 @@ def omop_observation():
     )
 
 
+@suite("omop.device_exposure")
+def omop_device_exposure():
+    return table_suite(
+        "omop.device_exposure",
+        columns=["device_exposure_id", "person_id", "device_concept_code", "device_source_value",
+                 "device_exposure_start_datetime", "device_exposure_end_datetime", *LINEAGE],
+        unique=["device_exposure_id"],
+        not_null=["device_exposure_id", "person_id", "device_concept_code", "device_exposure_start_datetime"],
+        value_sets={"device_source_value": ["ecg_monitor", "ventilator", "wearable"]},
+        extra=[_regex_match("person_id", PSEUDONYM), _regex_match("device_exposure_id", PSEUDONYM)],
+        min_rows=0,
+    )
+
+
+@suite("omop.care_site")
+def omop_care_site():
+    return table_suite(
+        "omop.care_site",
+        columns=["care_site_id", "care_site_name", "country", "small_cell_threshold"],
+        unique=["care_site_id"],
+        not_null=["care_site_id", "care_site_name", "small_cell_threshold"],
+        ranges={"small_cell_threshold": (0, 100)},
+    )
+
+
 # ---------------------------------------------------------------- features
 
 

@@ -34,11 +34,13 @@ def built(tmp_path_factory):
     instance.add_dynamic_partitions(delivery_partitions.name, sorted({d.delivery_id for d in deliveries}))
     assets = all_assets()
     for d in deliveries:
-        res = dg.materialize(assets, selection=dg.AssetSelection.groups("deid", "omop", "features"),
+        res = dg.materialize(assets, selection=dg.AssetSelection.groups("deid", "omop", "features")
+                             - dg.AssetSelection.keys(["omop", "care_site"]),
                              resources=resources, partition_key=partition_key_for(d.site_id, d.delivery_id),
                              instance=instance)
         assert res.success
-    result = dg.materialize(assets, selection=dg.AssetSelection.groups("twin", "ml"), resources=resources,
+    result = dg.materialize(assets, selection=dg.AssetSelection.groups("twin", "ml")
+                            | dg.AssetSelection.keys(["omop", "care_site"]), resources=resources,
                             instance=instance)
     return {"result": result, "work": work, "paths": paths, "deliveries": deliveries, "resources": resources,
             "instance": instance}
@@ -63,6 +65,10 @@ def test_twins_models_and_simulations_are_built_with_checks_passing(built):
         "select max(abs(s - 1)) from (select sum(prob_best) s from ml.treatment_simulation group by person_id)"
     ).fetchone()[0]
     assert per_twin < 1e-6
+    # OMOP device_exposure indexes every de-identified recording; care_site has one row per site
+    assert con.execute("select count(*) from omop.device_exposure").fetchone()[0] == con.execute(
+        "select count(*) from deid.waveform_record").fetchone()[0] > 0
+    assert con.execute("select count(*) from omop.care_site").fetchone()[0] == len({d.site_id for d in built["deliveries"]})
     # the deliveries' incremental rows reached the twins: patients seen in two deliveries exist
     assert con.execute("select max(n_deliveries) from twin.patient_twin").fetchone()[0] == 2
     con.close()

@@ -153,7 +153,8 @@ def _materialize_all(paths: dict, work: Path, instance: dg.DagsterInstance) -> d
     instance.add_dynamic_partitions(delivery_partitions.name, sorted({d.delivery_id for d in deliveries}))
     assets = all_assets()
     for d in deliveries:
-        res = dg.materialize(assets, selection=dg.AssetSelection.groups("deid", "omop", "features"),
+        res = dg.materialize(assets, selection=dg.AssetSelection.groups("deid", "omop", "features")
+                             - dg.AssetSelection.keys(["omop", "care_site"]),
                              resources=resources, partition_key=partition_key_for(d.site_id, d.delivery_id),
                              instance=instance)
         assert res.success

@@ -19,7 +19,8 @@ PARTITIONED_GROUPS = {"deid", "omop", "features"}
 
 
 def partitioned_assets():
-    return [a for a in all_assets() if next(iter(a.keys)).path[0] in PARTITIONED_GROUPS]
+    return [a for a in all_assets()
+            if next(iter(a.keys)).path[0] in PARTITIONED_GROUPS and a.partitions_def is not None]
 
 
 def _instance_with(deliveries) -> dg.DagsterInstance:

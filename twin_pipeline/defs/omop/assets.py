@@ -5,6 +5,7 @@ import warnings
 from pathlib import Path
 
 import dagster as dg
+from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from twin_pipeline.defs.gating import delivery_status, gate_results, gated_outputs, output_metadata
@@ -154,3 +155,40 @@ def harmonize(context: dg.AssetExecutionContext, config: HarmonizeConfig, landin
                       for k, v in r.metadata(site_id).items()},
         )
     context.log.info(f"{site_id}/{delivery_id}: DQD {dqd.summary(results)}; mapping coverage {coverage}")
+
+
+@dg.asset(
+    key=["omop", "device_exposure"],
+    group_name="omop",
+    kinds={"duckdb", "pandas"},
+    partitions_def=site_delivery_partitions,
+    metadata={"partition_expr": PARTITION_EXPR},
+    ins={"records": dg.AssetIn(key=["deid", "waveform_record"])},
+    check_specs=gated_outputs(["omop", "device_exposure"], suites.omop_device_exposure, site_delivery_partitions),
+    pool=WAREHOUSE_POOL,
+)
+def device_exposure(context: dg.AssetExecutionContext, records):
+    """One row per waveform recording (the waveform record index): device concept, person, start and end."""
+    df = hz.harmonize_devices(records)
+    meta = output_metadata(df)
+    if len(df):
+        meta["by_device"] = dg.MetadataValue.json(df["device_source_value"].value_counts().to_dict())
+    yield dg.Output(df, metadata=meta)
+    yield from gate_results(["omop", "device_exposure"], df, suites.omop_device_exposure)
+
+
+@dg.asset(
+    key=["omop", "care_site"],
+    group_name="omop",
+    kinds={"duckdb", "yaml"},
+    deps=[dg.AssetKey(["omop", "person"])],
+    check_specs=gated_outputs(["omop", "care_site"], suites.omop_care_site),
+    pool=WAREHOUSE_POOL,
+)
+def care_site(context: dg.AssetExecutionContext, landing: LandingResource, warehouse: DuckDBResource):
+    """One row per site that has delivered: name, country, conventions and small-cell threshold (site YAML)."""
+    with warehouse.get_connection() as conn:
+        sites = [r[0] for r in conn.execute("select distinct site_id from omop.person order by 1").fetchall()]
+    df = hz.care_sites([landing.site_config(s) for s in sites])
+    yield dg.Output(df, metadata={"dagster/row_count": len(df)})
+    yield from gate_results(["omop", "care_site"], df, suites.omop_care_site)
