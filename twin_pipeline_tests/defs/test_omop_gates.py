@@ -28,7 +28,9 @@ def _assets():
     keep = []
     for a in all_assets():
         keys = {k.to_user_string() for k in a.keys}
-        if any(k.startswith("omop/") for k in keys) or keys & {"deid/person", "deid/interview"}:
+        if a.partitions_def is None:
+            continue  # omop/care_site is cross-delivery
+        if any(k.startswith("omop/") for k in keys) or keys & {"deid/person", "deid/interview", "deid/waveform_record"}:
             keep.append(a)
     return keep + [after_conditions]
 
