@@ -71,3 +71,24 @@ def make_resources(paths: dict[str, Path], tmp_path: Path) -> dict:
             tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_root=str(tmp_path / "mlartifacts"),
         ),
     }
+
+
+def materialize_site_deliveries(landing: Path, resources: dict, instance) -> list:
+    """Register every complete delivery under `landing` as partitions and materialize its per-delivery
+    layers (deid, omop, features) in `instance`; returns the deliveries. Fails on any unsuccessful run."""
+    import dagster as dg
+
+    from twin_pipeline.defs.build import all_assets
+    from twin_pipeline.defs.partitions import delivery_partitions, partition_key_for, site_partitions
+    from twin_pipeline.sources.landing import find_deliveries
+
+    deliveries = find_deliveries(landing)
+    instance.add_dynamic_partitions(site_partitions.name, sorted({d.site_id for d in deliveries}))
+    instance.add_dynamic_partitions(delivery_partitions.name, sorted({d.delivery_id for d in deliveries}))
+    assets = all_assets()
+    per_delivery = dg.AssetSelection.groups("deid", "omop", "features") - dg.AssetSelection.keys(["omop", "care_site"])
+    for d in deliveries:
+        res = dg.materialize(assets, selection=per_delivery, resources=resources,
+                             partition_key=partition_key_for(d.site_id, d.delivery_id), instance=instance)
+        assert res.success, f"{d.site_id}/{d.delivery_id} failed"
+    return deliveries

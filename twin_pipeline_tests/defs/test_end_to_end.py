@@ -9,9 +9,7 @@ import pandas as pd
 import pytest
 
 from twin_pipeline.defs.build import all_assets
-from twin_pipeline.defs.partitions import delivery_partitions, partition_key_for, site_partitions
-from twin_pipeline.sources.landing import find_deliveries
-from twin_pipeline_tests.conftest import make_resources
+from twin_pipeline_tests.conftest import make_resources, materialize_site_deliveries
 
 pytestmark = pytest.mark.slow
 
@@ -29,16 +27,8 @@ def built(tmp_path_factory):
     work.mkdir()
     resources = make_resources(paths, work)
     instance = dg.DagsterInstance.ephemeral()
-    deliveries = find_deliveries(paths["landing"])
-    instance.add_dynamic_partitions(site_partitions.name, sorted({d.site_id for d in deliveries}))
-    instance.add_dynamic_partitions(delivery_partitions.name, sorted({d.delivery_id for d in deliveries}))
+    deliveries = materialize_site_deliveries(paths["landing"], resources, instance)
     assets = all_assets()
-    for d in deliveries:
-        res = dg.materialize(assets, selection=dg.AssetSelection.groups("deid", "omop", "features")
-                             - dg.AssetSelection.keys(["omop", "care_site"]),
-                             resources=resources, partition_key=partition_key_for(d.site_id, d.delivery_id),
-                             instance=instance)
-        assert res.success
     result = dg.materialize(assets, selection=dg.AssetSelection.groups("twin", "ml")
                             | dg.AssetSelection.keys(["omop", "care_site"]), resources=resources,
                             instance=instance)

@@ -20,11 +20,10 @@ import pytest
 import wfdb
 
 from twin_pipeline.defs.build import all_assets
-from twin_pipeline.defs.partitions import delivery_partitions, partition_key_for, site_partitions
 from twin_pipeline.lib import deid_tables, kanon
 from twin_pipeline.lib.deid import DeidKey, pseudonym
 from twin_pipeline.sources.landing import find_deliveries
-from twin_pipeline_tests.conftest import TEST_SECRET, make_resources
+from twin_pipeline_tests.conftest import TEST_SECRET, make_resources, materialize_site_deliveries
 
 pytestmark = pytest.mark.slow
 
@@ -148,17 +147,8 @@ def plant_canaries(landing: Path) -> dict[str, set[str]]:
 
 def _materialize_all(paths: dict, work: Path, instance: dg.DagsterInstance) -> dict:
     resources = make_resources(paths, work)
-    deliveries = find_deliveries(paths["landing"])
-    instance.add_dynamic_partitions(site_partitions.name, sorted({d.site_id for d in deliveries}))
-    instance.add_dynamic_partitions(delivery_partitions.name, sorted({d.delivery_id for d in deliveries}))
-    assets = all_assets()
-    for d in deliveries:
-        res = dg.materialize(assets, selection=dg.AssetSelection.groups("deid", "omop", "features")
-                             - dg.AssetSelection.keys(["omop", "care_site"]),
-                             resources=resources, partition_key=partition_key_for(d.site_id, d.delivery_id),
-                             instance=instance)
-        assert res.success
-    res = dg.materialize(assets, selection=dg.AssetSelection.groups("twin", "ml"), resources=resources,
+    materialize_site_deliveries(paths["landing"], resources, instance)
+    res = dg.materialize(all_assets(), selection=dg.AssetSelection.groups("twin", "ml"), resources=resources,
                          instance=instance)
     assert res.success
     return resources
