@@ -24,15 +24,9 @@ from pathlib import Path
 import pandas as pd
 
 from twin_pipeline.lib import deid as deid_lib
-from twin_pipeline.lib import deid_tables
-from twin_pipeline.lib import harmonize as hz
-from twin_pipeline.lib.harmonize import default_vocab_dir
-from twin_pipeline.lib.interviews import ANSWER_FIELDS, interview_scores
 from twin_pipeline.lib.phenotype import reconcile_phenotypes
-from twin_pipeline.lib.twin import TwinInputs, build_twins
-from twin_pipeline.sources.landing import Quarantine, find_deliveries, load_site_config
-from twin_pipeline.sources.redcap import read_interviews
-from twin_pipeline.sources.synthea_csv import EHR_TABLES, read_ehr
+from twin_pipeline.lib.local_pipeline import truth_by_pseudonym, twin_inputs_from_landing
+from twin_pipeline.lib.twin import build_twins
 from twin_pipeline.synth.generator import generate_cohort
 
 SECRET = "benchmark-secret-0123456789abcdef"
@@ -44,42 +38,8 @@ CONDITIONS = {  # truth column -> twin condition group
 
 def twins_from_landing(landing: Path, sites_dir: Path, key: deid_lib.DeidKey, scratch: Path) -> pd.DataFrame:
     """The twin frame the `twin.patient_twin` asset would build (without waveform features)."""
-    vocab = hz.load_vocabulary()
-    restricted = deid_lib.load_restricted_zip3(default_vocab_dir() / "restricted_zip3.csv")
-    acc: dict[str, list[pd.DataFrame]] = {k: [] for k in ("person", "visit", "condition", "measurement", "drug",
-                                                          "procedure", "interview")}
-    for d in find_deliveries(landing):
-        site = load_site_config(sites_dir, d.site_id)
-        q = Quarantine(scratch, d.site_id, d.delivery_id)
-        load = read_ehr(d.path, site, d.delivery_id, q)
-        t = deid_tables.deidentify_ehr({x: load.tables[x].frame for x in EHR_TABLES}, key=key, site_id=d.site_id,
-                                       delivery_id=d.delivery_id, restricted_zip3=restricted)
-        iv = read_interviews(d.path, site, d.delivery_id, q)
-        iv_df = deid_tables.deidentify_interviews(iv.frame, iv.fields, key=key, site_id=d.site_id,
-                                                  delivery_id=d.delivery_id,
-                                                  known=deid_tables.known_identifiers(load.tables["patients"].frame))
-        meas, _, _ = hz.harmonize_measurements(t["observation"], vocab, local_lab_codes=site.local_lab_codes,
-                                               unit_alias=site.unit_alias)
-        acc["person"].append(hz.harmonize_person(t["person"]))
-        acc["visit"].append(hz.harmonize_visits(t["visit"]))
-        acc["condition"].append(hz.harmonize_conditions(t["condition"], vocab))
-        acc["measurement"].append(meas)
-        acc["drug"].append(hz.harmonize_drugs(t["medication"], vocab))
-        acc["procedure"].append(hz.harmonize_procedures(t["procedure"], vocab))
-        acc["interview"].append(interview_scores(iv_df))
-    f = {k: pd.concat(v, ignore_index=True) for k, v in acc.items()}
-    inputs = TwinInputs(person=f["person"], condition=f["condition"], measurement=f["measurement"], drug=f["drug"],
-                        procedure=f["procedure"], interview=f["interview"], waveforms={}, visit=f["visit"])
+    inputs = twin_inputs_from_landing(landing, sites_dir, key, scratch)
     return build_twins(inputs, twin_version="benchmark", built_at=pd.Timestamp("2026-12-01"))
-
-
-def truth_by_pseudonym(truth_dir: Path, key: deid_lib.DeidKey) -> pd.DataFrame:
-    frames = []
-    for p in sorted(truth_dir.glob("*/patients.csv")):
-        t = pd.read_csv(p, dtype={"patient_id": str})
-        t["person_id"] = [deid_lib.pseudonym(key, s, pid) for s, pid in zip(t["site_id"], t["patient_id"])]
-        frames.append(t)
-    return pd.concat(frames, ignore_index=True)
 
 
 def _f1(pred: pd.Series, true: pd.Series) -> tuple[float, float, int]:

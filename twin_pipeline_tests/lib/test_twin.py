@@ -10,9 +10,8 @@ import pandas as pd
 import pytest
 
 from twin_pipeline.lib import deid as deid_lib
-from twin_pipeline.lib import deid_tables
-from twin_pipeline.lib import harmonize as hz
-from twin_pipeline.lib.interviews import interview_scores
+from twin_pipeline.lib import local_pipeline
+from twin_pipeline.lib.local_pipeline import twin_inputs_from_landing
 from twin_pipeline.lib.phenotype import PROBABILITY_COLUMNS
 from twin_pipeline.lib.twin import (
     MODEL_FEATURES,
@@ -24,46 +23,17 @@ from twin_pipeline.lib.twin import (
     twin_versions,
     twins_as_of,
 )
-from twin_pipeline.sources.landing import Quarantine, find_deliveries, load_site_config
-from twin_pipeline.sources.redcap import read_interviews
-from twin_pipeline.sources.synthea_csv import EHR_TABLES, read_ehr
 from twin_pipeline_tests.conftest import TEST_SECRET
 
 
 def omop_inputs(landing: Path, sites_dir: Path, scratch: Path) -> TwinInputs:
     """The library path the Dagster assets take (reader -> deid -> harmonize), without waveforms."""
     key = deid_lib.DeidKey.from_secret(TEST_SECRET, max_shift_days=120)
-    vocab = hz.load_vocabulary()
-    acc: dict[str, list[pd.DataFrame]] = {k: [] for k in ("person", "visit", "condition", "measurement", "drug",
-                                                          "procedure", "interview")}
-    for d in find_deliveries(landing):
-        site = load_site_config(sites_dir, d.site_id)
-        q = Quarantine(scratch, d.site_id, d.delivery_id)
-        load = read_ehr(d.path, site, d.delivery_id, q)
-        t = deid_tables.deidentify_ehr({x: load.tables[x].frame for x in EHR_TABLES}, key=key, site_id=d.site_id,
-                                       delivery_id=d.delivery_id, restricted_zip3=set())
-        iv = read_interviews(d.path, site, d.delivery_id, q)
-        iv_df = deid_tables.deidentify_interviews(iv.frame, iv.fields, key=key, site_id=d.site_id,
-                                                  delivery_id=d.delivery_id,
-                                                  known=deid_tables.known_identifiers(load.tables["patients"].frame))
-        acc["person"].append(hz.harmonize_person(t["person"]))
-        acc["visit"].append(hz.harmonize_visits(t["visit"]))
-        acc["condition"].append(hz.harmonize_conditions(t["condition"], vocab))
-        acc["measurement"].append(hz.harmonize_measurements(t["observation"], vocab, local_lab_codes=site.local_lab_codes,
-                                                            unit_alias=site.unit_alias)[0])
-        acc["drug"].append(hz.harmonize_drugs(t["medication"], vocab))
-        acc["procedure"].append(hz.harmonize_procedures(t["procedure"], vocab))
-        acc["interview"].append(interview_scores(iv_df))
-    f = {k: pd.concat(v, ignore_index=True) for k, v in acc.items()}
-    return TwinInputs(person=f["person"], condition=f["condition"], measurement=f["measurement"], drug=f["drug"],
-                      procedure=f["procedure"], interview=f["interview"], waveforms={}, visit=f["visit"])
+    return twin_inputs_from_landing(landing, sites_dir, key, scratch, restricted_zip3=set())
 
 
 def truth_by_pseudonym(truth_dir: Path) -> pd.DataFrame:
-    key = deid_lib.DeidKey.from_secret(TEST_SECRET, max_shift_days=120)
-    t = pd.concat([pd.read_csv(p, dtype={"patient_id": str}) for p in sorted(Path(truth_dir).glob("*/patients.csv"))])
-    t["person_id"] = [deid_lib.pseudonym(key, s, p) for s, p in zip(t["site_id"], t["patient_id"])]
-    return t
+    return local_pipeline.truth_by_pseudonym(truth_dir, deid_lib.DeidKey.from_secret(TEST_SECRET, max_shift_days=120))
 
 
 @pytest.fixture(scope="module")
