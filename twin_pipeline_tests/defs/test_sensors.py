@@ -56,3 +56,23 @@ def test_sensor_adds_a_new_site_and_requests_only_its_runs(tiny_cohort, tmp_path
     ]
     assert f"hospital_z/{new.delivery_id}" in json.loads(third.cursor)
     assert delivery_partitions.name not in {r.partitions_def_name for r in third.dynamic_partitions_requests}
+
+
+def test_sensor_skips_deliveries_that_already_landed_outside_the_sensor(tiny_cohort, tmp_path):
+    """`make demo` / `twin-pipeline backfill` land deliveries without the sensor: a fresh sensor cursor must
+    not request them again, only the delivery that has not landed."""
+    from twin_pipeline.defs.ingest.sensors import LANDED_MARKER
+    from twin_pipeline.defs.partitions import partition_key_for
+
+    deliveries = find_deliveries(tiny_cohort["landing"])
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(site_partitions.name, sorted({d.site_id for d in deliveries}))
+    instance.add_dynamic_partitions(delivery_partitions.name, sorted({d.delivery_id for d in deliveries}))
+    landed, pending = deliveries[:-1], deliveries[-1]
+    for d in landed:
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(LANDED_MARKER, partition=str(partition_key_for(d.site_id, d.delivery_id)))
+        )
+    result = _evaluate(instance, _landing(tiny_cohort["landing"], tmp_path))
+    assert [r.run_key for r in result.run_requests] == [f"{pending.site_id}/{pending.delivery_id}"]
+    assert result.dynamic_partitions_requests == []

@@ -11,14 +11,23 @@ from twin_pipeline.defs.partitions import delivery_partitions, partition_key_for
 from twin_pipeline.resources import LandingResource
 
 
-def plan_new_deliveries(landing: LandingResource, seen: set[str], known_sites: set[str], known_deliveries: set[str]):
-    """What the sensor does, as a plain function: partitions to add and runs to request."""
+# A delivery whose partition of this asset is already materialized has landed (e.g. through `make demo` or
+# `twin-pipeline backfill`, which the sensor's cursor does not see): the sensor does not request it again.
+LANDED_MARKER = dg.AssetKey(["deid", "person"])
+
+
+def plan_new_deliveries(landing: LandingResource, seen: set[str], known_sites: set[str], known_deliveries: set[str],
+                        landed: set[str] | frozenset[str] = frozenset()):
+    """What the sensor does, as a plain function: partitions to add and runs to request.
+
+    `seen` holds "site/delivery" keys already requested by this sensor; `landed` holds partition keys
+    (str of the site × delivery MultiPartitionKey) already materialized by any run. Both are skipped."""
     new_sites: list[str] = []
     new_deliveries: list[str] = []
     runs: list[tuple[str, str]] = []
     for d in landing.ready_deliveries():
         key = f"{d.site_id}/{d.delivery_id}"
-        if key in seen:
+        if key in seen or str(partition_key_for(d.site_id, d.delivery_id)) in landed:
             continue
         if d.site_id not in known_sites and d.site_id not in new_sites:
             new_sites.append(d.site_id)
@@ -39,9 +48,10 @@ def landing_delivery_sensor(context: dg.SensorEvaluationContext, landing: Landin
     seen = set(json.loads(context.cursor)) if context.cursor else set()
     known_sites = set(context.instance.get_dynamic_partitions(site_partitions.name))
     known_deliveries = set(context.instance.get_dynamic_partitions(delivery_partitions.name))
-    new_sites, new_deliveries, runs = plan_new_deliveries(landing, seen, known_sites, known_deliveries)
+    landed = context.instance.get_materialized_partitions(LANDED_MARKER) if known_deliveries else set()
+    new_sites, new_deliveries, runs = plan_new_deliveries(landing, seen, known_sites, known_deliveries, landed)
     if not runs:
-        return dg.SkipReason("no new complete deliveries")
+        return dg.SkipReason("no new complete deliveries (every _READY delivery was requested or has landed)")
     requests = []
     if new_sites:
         requests.append(site_partitions.build_add_request(new_sites))
