@@ -39,10 +39,14 @@ class WarehousePandasTypeHandler(DuckDBPandasTypeHandler):
         connection.execute(f"create table if not exists {table} as select * from obj limit 0")
         # schema evolution: a column the code added since the table was created is added (older rows get
         # NULL); columns the frame lacks stay and are NULL for the new rows
-        have = {r[0] for r in connection.execute(f"describe {table}").fetchall()}
+        # NULL); a column that now carries text (e.g. a quality flag first stored as all-NaN DOUBLE) is widened
+        # to VARCHAR so older rows keep their values as text
+        have = {r[0]: r[1] for r in connection.execute(f"describe {table}").fetchall()}
         for name, col_type, *_ in connection.execute("describe select * from obj limit 0").fetchall():
             if name not in have:
                 connection.execute(f'alter table {table} add column "{name}" {col_type}')
+            elif col_type == "VARCHAR" and have[name] != "VARCHAR":
+                connection.execute(f'alter table {table} alter column "{name}" type VARCHAR')
         if not obj.empty:
             connection.execute(f"insert into {table} by name select * from obj")
         row_count = int(obj.shape[0])

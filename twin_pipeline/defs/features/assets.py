@@ -83,7 +83,7 @@ def waveform_features(context: dg.AssetExecutionContext, config: WaveformFeature
         keep = [c for c in base_cols if c not in cols]
         df = pd.concat([records.loc[mask, keep], part], axis=1).reset_index(drop=True)
         for c in cols:
-            if c in ("quality_flag", "quality_reason"):
+            if c.endswith(("_flag", "_reason")):
                 df[c] = df[c].astype("string")
             else:
                 df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
