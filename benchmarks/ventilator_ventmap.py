@@ -1,12 +1,16 @@
 """Ventilator breath metrics vs the ventMAP project's own per-breath metadata (PB-840 file 0149_…).
 
-Ours, two ways: `read_pb840` then `breath_table(paw, flow, 50)` with breaths segmented from flow
-alone ("flow only", what WFDB ventilator records get), and with the ventilator's own BS/BE markers
-(`breath_segments_from_markers`, what PB-840 exports get). Reference: `…_v5_1_0__breath_meta.csv_test`, computed by ventMAP
-(hahnicity/ventMAP, GPL-3.0) for the same file. A reference breath is matched when one of our
-breaths starts within ±0.30 s of its breath start (BS) time, one-to-one. For matched breaths:
-median absolute difference (and as % of the reference median) of RR (ventMAP inst_RR), inspired
-and expired tidal volume (tvi, tve), I:E, PEEP and PIP. Timing: median of --repeats.
+Ours, three ways: `read_pb840` then `breath_table(paw, flow, 50)` with breaths segmented from flow
+alone ("flow only", what WFDB ventilator records get), with the ventilator's own BS/BE markers
+(`breath_segments_from_markers`, what PB-840 exports get), and `pressure_breath_table(paw, 50)`
+from airway pressure alone ("pressure only", what pressure-only exports such as the rapidalarm
+test-lung files get; no volumes). Reference: `…_v5_1_0__breath_meta.csv_test`, computed by
+ventMAP (hahnicity/ventMAP, GPL-3.0) for the same file from the BS/BE markers. A reference breath
+is matched when one of our breaths starts within ±0.30 s of its breath start (BS) time,
+one-to-one. For matched breaths: median absolute difference (and as % of the reference median)
+of RR (ventMAP inst_RR), inspired and expired tidal volume (tvi, tve), I:E, PEEP and PIP.
+Issue #5 target: ≥ 98 % of ventMAP's breaths matched and median absolute differences of RR, VT,
+I:E and PEEP within 5 %. Timing: median of --repeats.
 
     .venv/bin/python benchmarks/ventilator_ventmap.py
 """
@@ -21,7 +25,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from twin_pipeline.lib.ventilator import breath_segments_from_markers, breath_table, read_pb840
+from twin_pipeline.lib.ventilator import (
+    breath_segments_from_markers,
+    breath_table,
+    pressure_breath_table,
+    read_pb840,
+)
 
 PB840 = Path(__file__).resolve().parents[2] / "shared" / "data" / "ventilator" / "pb840"
 WAVES = PB840 / "0149_2016-02-17-08-38-13_1.csv_test"
@@ -53,6 +62,7 @@ def main() -> None:
         "BS/BE markers": lambda: breath_table(
             paw, flow, fs,
             segments=breath_segments_from_markers(df["breath_start"], df["breath_end"], flow, fs)),
+        "pressure only": lambda: pressure_breath_table(paw, fs),
     }
     results = {}
     for name, fn in variants.items():
@@ -77,6 +87,9 @@ def main() -> None:
         cells = []
         ref_all = meta[ref_col].to_numpy(dtype=float)
         for ours, ri, oi, _ in results.values():
+            if ours_col not in ours:
+                cells.append("— | — (needs flow)")
+                continue
             r, o = ref_all[ri], ours[ours_col].to_numpy(dtype=float)[oi]
             ok = np.isfinite(r) & np.isfinite(o)
             mad = float(np.median(np.abs(o[ok] - r[ok])))

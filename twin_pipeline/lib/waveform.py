@@ -15,14 +15,14 @@ import numpy as np
 
 from twin_pipeline.lib.ecg import ECG_FEATURE_KEYS, ecg_features
 from twin_pipeline.lib.ventilator import VENTILATOR_FEATURE_KEYS, ventilator_features
-from twin_pipeline.lib.wearable import WEARABLE_FEATURE_KEYS, wearable_features
+from twin_pipeline.lib.wearable import PLETH_FEATURE_KEYS, WEARABLE_FEATURE_KEYS, pleth_features, wearable_features
 from twin_pipeline.sources.wfdb_io import WaveformReadError, WaveformRecord, read_record
 
 DEVICE_KINDS: tuple[str, ...] = ("ecg_monitor", "ventilator", "wearable")
 RECORD_KEYS: tuple[str, ...] = ("duration_s", "sampling_rate_hz", "n_channels")
 
 _DEVICE_KEYS = {
-    "ecg_monitor": ECG_FEATURE_KEYS,
+    "ecg_monitor": (*ECG_FEATURE_KEYS, *PLETH_FEATURE_KEYS),
     "ventilator": VENTILATOR_FEATURE_KEYS,
     "wearable": WEARABLE_FEATURE_KEYS,
 }
@@ -92,8 +92,11 @@ def record_features(record_path: str | Path, device_kind: str) -> dict:
     """Features of one WFDB record of `device_kind` (see DEVICE_KINDS), keys = feature_columns(kind).
 
     The record is read with `read_record(resample_to="fastest")` (mixed-rate records keep their
-    fastest channel's rate). Channels: ecg_monitor → :func:`ecg_leads` into `ecg_features`;
-    ventilator → Paw (cmH2O) and Flow (L/min; L/s converted) into `ventilator_features`;
+    fastest channel's rate). Channels: ecg_monitor → :func:`ecg_leads` into `ecg_features`, plus
+    the PLETH/PPG channel (when there is one) into `pleth_features` (pleth_* keys; the record's
+    quality_flag stays the ECG's, the pleth stream has its own flag and reason, "no_pleth_channel");
+    ventilator → Paw (cmH2O) and Flow (L/min; L/s converted) into `ventilator_features` (Paw alone
+    → `pressure_features`: volumes NaN, reason "pressure_only"; neither → "missing_channel:Flow");
     wearable → PPG and ACC (g) into `wearable_features`. A missing required channel gives NaN
     features with quality_flag "no_signal" and reason "missing_channel:<name>".
     Raises ValueError for an unknown device kind, WaveformReadError for an unreadable record.
@@ -108,10 +111,16 @@ def record_features(record_path: str | Path, device_kind: str) -> dict:
     keys = _DEVICE_KEYS[device_kind]
     if device_kind == "ecg_monitor":
         leads = ecg_leads(rec)
-        feats = ecg_features(leads, fs) if leads else _missing(keys, "missing_channel:ECG")
+        feats = ecg_features(leads, fs) if leads else _missing(ECG_FEATURE_KEYS, "missing_channel:ECG")
+        pleth_name = _find(rec, PPG_NAMES)
+        feats.update(pleth_features(rec.signals[pleth_name] if pleth_name else None, fs))
     elif device_kind == "ventilator":
         flow_name, paw_name = _find(rec, FLOW_NAMES), _find(rec, PAW_NAMES)
-        if flow_name is None:
+        if flow_name is None and paw_name is not None:  # pressure only: rate, PIP, PEEP, I:E, alarms
+            from twin_pipeline.lib.ventilator import pressure_features
+
+            feats = pressure_features(rec.signals[paw_name], fs)
+        elif flow_name is None:
             feats = _missing(keys, "missing_channel:Flow")
         else:
             paw = rec.signals[paw_name] if paw_name else None
@@ -189,10 +198,15 @@ def file_features(path: str | Path, device_kind: str | None = None, *, sampling_
     `activity_count_features` (ActiGraph cut-points; Actiwatch counts at the same cut-points are
     only indicative); a PB-840 export → :func:`pb840_features`; any other CSV → a one-signal CSV
     (`sources.ppg_csv.read_signal_csv`; bare columns need `sampling_rate`) analysed as
-    `device_kind` (default wearable = PPG; ecg_monitor = one ECG lead; ventilator: a pressure-only
-    export yields no_signal "missing_channel:Flow"). A stream the export lacks (PPG in a count CSV,
-    activity in a PPG CSV) is named in that stream's reason and does not lower quality_flag. Raises WaveformReadError for unreadable or
-    unsupported files (raw accelerometer binaries).
+    `device_kind` (default wearable = PPG; ecg_monitor = one ECG lead; ventilator: a named
+    `pressure` column → `pressure_features` (breaths, rate, PIP, PEEP, I:E and alarms from airway
+    pressure alone, reason "pressure_only"), or `ventilator_features` when a `flow` column is
+    filled too; a bare column yields no_signal "missing_channel:Flow"). A stream the export lacks
+    (PPG in a count CSV, activity in a PPG CSV) is named in that stream's reason and does not lower quality_flag. A raw
+    accelerometer binary (Axivity .cwa, GENEActiv .bin, Matrix .BIN; `sources.raw_accelerometer`)
+    → `raw_accelerometer_features` (ENMO activity; resting HR from the Matrix heart-rate channel;
+    extra keys hr_mean_bpm, hr_minutes, raw_device). Raises WaveformReadError for unreadable or
+    unsupported files (a truncated or corrupt binary included).
     """
     from twin_pipeline.lib.wearable import activity_count_features, fitbit_features, ppg_features
     from twin_pipeline.sources.accelerometer import read_activity_counts
@@ -206,7 +220,15 @@ def file_features(path: str | Path, device_kind: str | None = None, *, sampling_
         kind = device_kind or infer_device_kind(read_record(p, resample_to="fastest"))
         return {"device_kind": kind, **record_features(p, kind)}
     if suffix in (".cwa", ".bin"):
-        return {"device_kind": "wearable", **read_activity_counts(p)}  # raises "unsupported"
+        from twin_pipeline.lib.wearable import raw_accelerometer_features
+        from twin_pipeline.sources.raw_accelerometer import read_raw_accelerometer
+
+        raw = read_raw_accelerometer(p)
+        hr_s = None if raw.hr is None else (raw.hr.index - raw.start).total_seconds().to_numpy()
+        feats = raw_accelerometer_features(raw.acc_g, raw.sampling_rate_hz, hr_time_s=hr_s,
+                                           hr_bpm=None if raw.hr is None else raw.hr.to_numpy(), notes=raw.notes)
+        return {"device_kind": "wearable", "duration_s": raw.duration_s, "sampling_rate_hz": raw.sampling_rate_hz,
+                "n_channels": 3 + (raw.hr is not None), **feats, "raw_device": raw.device}
     if suffix == ".json":
         head = p.read_text(encoding="utf-8", errors="replace")[:400]
         if '"logId"' in head:
@@ -243,9 +265,22 @@ def file_features(path: str | Path, device_kind: str | None = None, *, sampling_
     x, fs = read_signal_csv(p, sampling_rate, column=column)
     base = {"duration_s": len(x) / fs, "sampling_rate_hz": fs, "n_channels": 1}
     if kind == "ecg_monitor":
-        return {"device_kind": kind, **base, **ecg_features({"ECG": x}, fs)}
+        return {"device_kind": kind, **base, **ecg_features({"ECG": x}, fs), **pleth_features(None, fs)}
     if kind == "ventilator":
-        return {"device_kind": kind, **_blank(kind, "missing_channel:Flow", base["duration_s"], fs, 1)}
+        from twin_pipeline.lib.ventilator import pressure_features
+
+        if column != "pressure":
+            return {"device_kind": kind, **_blank(kind, "missing_channel:Flow", base["duration_s"], fs, 1)}
+        flow = None
+        lines = [ln for ln in head.splitlines() if not ln.startswith("#")]
+        if lines and "flow" in [c.strip() for c in lines[0].split(",")]:
+            try:
+                flow, _ = read_signal_csv(p, sampling_rate, column="flow")
+            except WaveformReadError:  # header names flow but holds none (rapidalarm test-lung exports)
+                flow = None
+        if flow is not None:
+            return {"device_kind": kind, **base, "n_channels": 2, **ventilator_features(x, flow, fs)}
+        return {"device_kind": kind, **base, **pressure_features(x, fs)}
     ppg = ppg_features(x, fs)
     out = _blank("wearable", "", base["duration_s"], fs, 1)
     out.update(pulse_rate_bpm=ppg["pulse_rate_bpm"], prv_sdnn_ms=ppg["prv_sdnn_ms"], ppg_quality=ppg["ppg_quality"],

@@ -5,7 +5,9 @@ the two streams line up minute by minute. PPG peaks come from neurokit2
 (`nk.ppg_findpeaks(nk.ppg_clean(x, sampling_rate), sampling_rate)`, Elgendi 2013); the quality index
 is the beat template correlation shared with the ECG code. Activity uses ENMO
 (Euclidean norm minus one g, van Hees et al. 2013) with wrist cut-points close to Hildebrand et al.
-2014 (sedentary < 45 mg, moderate-to-vigorous ≥ 100 mg).
+2014 (sedentary < 45 mg, moderate-to-vigorous ≥ 100 mg). The same PPG code gives a bedside monitor's
+PLETH features (:func:`pleth_features`), and raw triaxial accelerometer recordings (.cwa/.bin, with
+the Matrix's heart-rate channel) go through :func:`raw_accelerometer_features`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,14 @@ ACTIVITY_FEATURE_KEYS: tuple[str, ...] = (
     "active_minutes",
     "quality_flag",
     "quality_reason",
+)
+# PPG features of a bedside monitor's PLETH channel, added to the ECG monitor's feature row.
+PLETH_FEATURE_KEYS: tuple[str, ...] = (
+    "pleth_pulse_rate_bpm",
+    "pleth_prv_sdnn_ms",
+    "pleth_quality",
+    "pleth_quality_flag",
+    "pleth_quality_reason",
 )
 WEARABLE_FEATURE_KEYS: tuple[str, ...] = (
     "pulse_rate_bpm",
@@ -48,6 +58,7 @@ PPG_PAD_S = 2.0  # context either side of a minute for the filters
 IBI_MIN_S, IBI_MAX_S = 60.0 / 200.0, 60.0 / 30.0
 IBI_LOCAL_TOLERANCE = 0.3  # IBIs further than 30 % from the minute's median IBI are artefacts
 MIN_IBIS_PER_MINUTE = 5
+MIN_BEAT_COVERAGE = 0.5  # accepted IBIs must span ≥ half of a minute's analysed seconds
 PPG_SQI_EXCLUDE = 0.5  # minute SQI below this: excluded ("low_sqi")
 PPG_SQI_OK = 0.86  # record mean SQI below this → low_quality (Orphanidou et al. 2015, PPG)
 USABLE_OK = 0.5
@@ -74,13 +85,16 @@ def _minute_bounds(n: int, fs: float) -> list[tuple[int, int]]:
 def ppg_minutes(ppg: np.ndarray, sampling_rate: float) -> pd.DataFrame:
     """Per-minute PPG analysis: one row per 60 s bin from the record start.
 
-    Columns: minute (0-based), usable (bool), reason ("" when usable, else missing_samples |
-    flat_line | implausible_beats | low_sqi), n_ibi, pulse_rate_bpm (60 / median IBI of the minute),
+    Columns: minute (0-based), usable (bool), reason ("" when usable, else too_short (a record
+    shorter than 20 s) | missing_samples | flat_line | implausible_beats | low_beat_coverage |
+    low_sqi), n_ibi, pulse_rate_bpm (60 / median IBI of the minute),
     sqi (template correlation), ibi_ms (array of the minute's accepted IBIs, in ms), n_samples,
     n_analysed (samples in finite stretches ≥ 8 s).
     An IBI is accepted when both peaks lie in one finite stretch ≥ 8 s, it is 0.3–2 s long and
     within 30 % of the minute's median IBI. A minute is usable with ≥ 20 s of such stretches,
-    a non-flat trace (< 50 % of samples in ≥ 1 s runs of one value), ≥ 5 accepted IBIs and SQI ≥ 0.5.
+    a non-flat trace (< 50 % of samples in ≥ 1 s runs of one value), ≥ 5 accepted IBIs that together
+    span ≥ 50 % of the minute's analysed seconds (else "low_beat_coverage": on noisy ring PPG the
+    minutes below it carried half-rate or artefact rates) and SQI ≥ 0.5.
     """
     x = np.asarray(ppg, dtype=np.float64)
     fs = float(sampling_rate)
@@ -96,7 +110,9 @@ def ppg_minutes(ppg: np.ndarray, sampling_rate: float) -> pd.DataFrame:
                "ibi_ms": np.zeros(0), "n_samples": b - a, "n_analysed": covered}
         core = x[a:b]
         finite = core[np.isfinite(core)]
-        if covered < MIN_MINUTE_S * fs:
+        if b - a < MIN_MINUTE_S * fs:  # the only bin of a record shorter than 20 s
+            row["reason"] = "too_short"
+        elif covered < MIN_MINUTE_S * fs:
             row["reason"] = "missing_samples"
         elif np.ptp(finite) == 0 or constant_run_fraction(finite, int(round(1.0 * fs))) >= 0.5:
             row["reason"] = "flat_line"
@@ -126,6 +142,8 @@ def ppg_minutes(ppg: np.ndarray, sampling_rate: float) -> pd.DataFrame:
                 ibi = ibi[np.abs(ibi - med) <= IBI_LOCAL_TOLERANCE * med]
             if len(ibi) < MIN_IBIS_PER_MINUTE:
                 row["reason"] = "implausible_beats"
+            elif ibi.sum() < MIN_BEAT_COVERAGE * covered / fs:
+                row["reason"] = "low_beat_coverage"  # most beats missed or rejected: rate unreliable
             else:
                 sqi = signal_template_quality(cleaned_all, peaks_arr, fs, before_s=0.3, after_s=0.5)
                 row.update(n_ibi=int(len(ibi)), pulse_rate_bpm=float(60.0 / np.median(ibi)), sqi=sqi,
@@ -179,6 +197,49 @@ def ppg_features(ppg: np.ndarray, sampling_rate: float) -> dict:
     (reason "").
     """
     return _ppg_from_minutes(ppg_minutes(ppg, sampling_rate))
+
+
+def pleth_features(pleth: np.ndarray | None, sampling_rate: float) -> dict:
+    """PPG features (PLETH_FEATURE_KEYS) of a bedside monitor's plethysmogram (any amplitude unit).
+
+    :func:`ppg_features` (per-minute windows) with its keys prefixed "pleth_": pleth_pulse_rate_bpm
+    = 60000 / mean accepted inter-beat interval (ms) of the usable minutes, pleth_prv_sdnn_ms = their
+    SD (pulse-rate variability, ms), pleth_quality = mean minute SQI (0–1), pleth_quality_flag
+    ok | low_quality | no_signal, pleth_quality_reason ("" when ok; minute reasons with counts,
+    e.g. "flat_linex5"). `pleth` None (the record has no PLETH/PPG channel): NaN features,
+    flag "no_signal", reason "no_pleth_channel".
+    """
+    if pleth is None:
+        return {"pleth_pulse_rate_bpm": np.nan, "pleth_prv_sdnn_ms": np.nan, "pleth_quality": np.nan,
+                "pleth_quality_flag": "no_signal", "pleth_quality_reason": "no_pleth_channel"}
+    f = ppg_features(pleth, sampling_rate)
+    return {"pleth_pulse_rate_bpm": f["pulse_rate_bpm"], "pleth_prv_sdnn_ms": f["prv_sdnn_ms"],
+            "pleth_quality": f["ppg_quality"], "pleth_quality_flag": f["quality_flag"],
+            "pleth_quality_reason": f["quality_reason"]}
+
+
+def pleth_ecg_minutes(pleth: np.ndarray, ecg_leads: dict[str, np.ndarray], sampling_rate: float) -> pd.DataFrame:
+    """Minute-by-minute agreement of a monitor's PLETH pulse rate with its ECG heart rate.
+
+    One row per 60 s bin (as :func:`ppg_minutes`): minute, pleth_bpm (60000 / mean accepted IBI of
+    the minute), pleth_usable, ecg_bpm (`ecg_features` run on the minute alone, leads in mV),
+    ecg_ok (that minute's ECG quality_flag == "ok"), both_good, abs_diff_bpm (NaN unless both_good).
+    """
+    from twin_pipeline.lib.ecg import ecg_features
+
+    fs = float(sampling_rate)
+    minutes = ppg_minutes(pleth, fs)
+    bounds = _minute_bounds(len(pleth), fs)
+    rows = []
+    for m, (a, b) in zip(minutes.itertuples(index=False), bounds):
+        ecg = ecg_features({k: v[a:b] for k, v in ecg_leads.items()}, fs)
+        pleth_bpm = float(60000.0 / np.mean(m.ibi_ms)) if len(m.ibi_ms) else np.nan
+        good = bool(m.usable) and ecg["quality_flag"] == "ok"
+        rows.append({"minute": m.minute, "pleth_bpm": pleth_bpm, "pleth_usable": bool(m.usable),
+                     "ecg_bpm": ecg["hr_mean_bpm"], "ecg_ok": ecg["quality_flag"] == "ok", "both_good": good,
+                     "abs_diff_bpm": abs(pleth_bpm - ecg["hr_mean_bpm"]) if good else np.nan})
+    return pd.DataFrame(rows, columns=["minute", "pleth_bpm", "pleth_usable", "ecg_bpm", "ecg_ok", "both_good",
+                                       "abs_diff_bpm"])
 
 
 def _enmo_mg(acc_g: np.ndarray) -> np.ndarray:
@@ -415,4 +476,58 @@ def fitbit_features(heart_rate: pd.DataFrame | None, steps: pd.DataFrame | None)
         "activity_quality_reason": act["quality_reason"], "resting_hr_bpm": hr["resting_hr_bpm"],
         "quality_flag": flag, "quality_reason": ";".join(r for r in reasons if r) if flag != "ok" else "",
         "hr_mean_bpm": hr["hr_mean_bpm"], "hr_minutes": hr["hr_minutes"], "steps_per_day": steps_per_day,
+    }
+
+
+def raw_accelerometer_features(
+    acc_g: np.ndarray,
+    sampling_rate: float,
+    *,
+    hr_time_s: np.ndarray | None = None,
+    hr_bpm: np.ndarray | None = None,
+    notes: tuple[str, ...] = (),
+) -> dict:
+    """Wearable features (WEARABLE_FEATURE_KEYS, plus hr_mean_bpm and hr_minutes) of a raw
+    accelerometer recording (e.g. `sources.raw_accelerometer`): acceleration in g, (n, 3) axes or
+    (n,) magnitude, at `sampling_rate` Hz, NaN = no sample.
+
+    Activity = :func:`activity_features` on the vector magnitude (ENMO per minute in mg, sedentary
+    < 45 mg, active ≥ 100 mg). Heart rate (optional; e.g. the Matrix's optical HR channel, bpm at
+    `hr_time_s` seconds from the first acceleration sample) → :func:`heart_rate_series_features`
+    with the sedentary minutes as rest minutes: resting_hr_bpm = 10th percentile of the per-minute
+    HR over sedentary minutes (all minutes when none overlap), pulse_rate_bpm = hr_mean_bpm = mean
+    per-minute HR. Without HR the PPG stream is NaN with reason "no_ppg_in_export" and does not lower
+    quality_flag. `notes` from the reader (e.g. "truncated_file") make the activity stream
+    low_quality with the note as reason. prv_sdnn_ms and ppg_quality are NaN (no waveform).
+    """
+    acc = np.asarray(acc_g, dtype=np.float64)
+    mag = np.sqrt(np.sum(acc**2, axis=1)) if acc.ndim == 2 else acc
+    fs = float(sampling_rate)
+    a_min = activity_minutes(mag, fs)
+    act = _activity_from_minutes(a_min, mag)
+    if notes:
+        act["quality_reason"] = ";".join([r for r in (act["quality_reason"],) if r] + list(notes))
+        if act["quality_flag"] == "ok":
+            act["quality_flag"] = "low_quality"
+    has_hr = hr_bpm is not None and len(hr_bpm) > 0
+    streams = [("activity", act)]
+    if has_hr:
+        rest = a_min.loc[a_min["valid"] & a_min["sedentary"], "minute"].to_numpy()
+        hr = heart_rate_series_features(np.asarray(hr_time_s, dtype=np.float64), np.asarray(hr_bpm, dtype=np.float64),
+                                        rest_minutes=rest)
+        streams.append(("hr", hr))
+        ppg_flag, ppg_reason = hr["quality_flag"], hr["quality_reason"]
+    else:
+        hr = {"resting_hr_bpm": np.nan, "hr_mean_bpm": np.nan, "hr_minutes": 0}
+        ppg_flag, ppg_reason = "no_signal", "no_ppg_in_export"
+    flag = max((r["quality_flag"] for _, r in streams), key=_FLAG_RANK.__getitem__)
+    reasons = [f"{n}:{r['quality_reason']}" for n, r in streams if r["quality_reason"]]
+    return {
+        "pulse_rate_bpm": hr["hr_mean_bpm"], "prv_sdnn_ms": np.nan, "ppg_quality": np.nan,
+        "ppg_quality_flag": ppg_flag, "ppg_quality_reason": ppg_reason,
+        "activity_counts_per_min": act["activity_counts_per_min"], "sedentary_fraction": act["sedentary_fraction"],
+        "active_minutes": act["active_minutes"], "activity_quality_flag": act["quality_flag"],
+        "activity_quality_reason": act["quality_reason"], "resting_hr_bpm": hr["resting_hr_bpm"],
+        "quality_flag": flag, "quality_reason": ";".join(reasons) if flag != "ok" else "",
+        "hr_mean_bpm": hr["hr_mean_bpm"], "hr_minutes": hr["hr_minutes"],
     }

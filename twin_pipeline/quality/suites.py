@@ -248,8 +248,10 @@ def features_ecg():
         not_null=["record_id", "person_id", "quality_flag"],
         ranges={"hr_mean_bpm": (20, 250), "hrv_sdnn_ms": (0, 1000), "hrv_rmssd_ms": (0, 2000),
                 "hrv_pnn50_pct": (0, 100), "irregular_rr_fraction": (0, 1), "usable_fraction": (0, 1),
-                "ecg_quality": (0, 1)},
-        value_sets={"quality_flag": ["ok", "low_quality", "no_signal"]},
+                "ecg_quality": (0, 1), "pleth_pulse_rate_bpm": (25, 230), "pleth_prv_sdnn_ms": (0, 1000),
+                "pleth_quality": (0, 1)},
+        value_sets={"quality_flag": ["ok", "low_quality", "no_signal"],
+                    "pleth_quality_flag": ["ok", "low_quality", "no_signal"]},
         min_rows=0,
         extra=[  # a flag other than ok carries its reason; ok rows carry the headline feature;
             # at most half the records may have no usable signal (records processed ≥ 50 %)
@@ -274,7 +276,7 @@ def features_ventilator():
         not_null=["record_id", "person_id", "quality_flag"],
         ranges={"resp_rate_bpm": (2, 80), "tidal_volume_insp_ml": (20, 3000), "peep_cmh2o": (-5, 40),
                 "pip_cmh2o": (0, 120), "ie_ratio": (0.05, 10), "dynamic_compliance_ml_cmh2o": (1, 500),
-                "minute_ventilation_l_min": (0.5, 60)},
+                "minute_ventilation_l_min": (0.5, 60), "alarm_fraction": (0, 1)},
         value_sets={"quality_flag": ["ok", "low_quality", "no_signal"]},
         min_rows=0,
         extra=[  # a flag other than ok carries its reason; ok rows carry the headline feature;

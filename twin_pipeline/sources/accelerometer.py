@@ -5,7 +5,8 @@ detects the layout and returns one frame: time (datetime64, epoch start), counts
 count: ActiGraph axis 1, Actiwatch activity), counts_vm (ActiGraph vector magnitude of the three
 axes; NaN for Actiwatch), steps (when exported, else NaN), nonwear (Actiwatch off-wrist flag; False
 for ActiGraph); `df.attrs["epoch_s"]` and `df.attrs["device"]`. Raw binary formats (.cwa, .bin)
-are not count exports: WaveformReadError("unsupported"). Errors name the file, never its contents.
+are not count exports: WaveformReadError("unsupported"); they are read by
+`twin_pipeline.sources.raw_accelerometer`. Errors name the file, never its contents.
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ def read_activity_counts(path: str | Path) -> pd.DataFrame:
     """Read an ActiGraph or Actiwatch count CSV (see module doc)."""
     path = Path(path)
     if path.suffix.lower() in (".cwa", ".bin"):
-        raise WaveformReadError(f"accelerometer file {path}: unsupported raw binary format {path.suffix}")
+        raise WaveformReadError(
+            f"accelerometer file {path}: unsupported raw binary format {path.suffix} for a count export "
+            "(raw .cwa/.bin files are read by sources.raw_accelerometer)"
+        )
     try:
         text = path.read_text(encoding="utf-8-sig", errors="replace")
     except OSError as exc:

@@ -66,9 +66,18 @@ def test_ventilator_record(tmp_path):
     assert abs(feats["peep_cmh2o"] - 6) <= 0.3
 
 
-def test_ventilator_record_without_flow_is_no_signal(tmp_path):
+def test_ventilator_record_with_pressure_only_gives_rate_but_no_volumes(tmp_path):
     paw, _ = ventilator_simulate(60, 50)
     rec = _write(tmp_path, "vent_2", 50, ["Paw"], ["cmH2O"], [paw])
+    feats = record_features(rec, "ventilator")
+    assert feats["quality_flag"] == "low_quality" and "pressure_only" in feats["quality_reason"]
+    assert feats["n_breaths"] > 0 and 4 <= feats["resp_rate_bpm"] <= 70
+    assert np.isnan(feats["tidal_volume_insp_ml"])
+
+
+def test_ventilator_record_without_flow_or_pressure_is_no_signal(tmp_path):
+    _, flow = ventilator_simulate(60, 50)
+    rec = _write(tmp_path, "vent_3", 50, ["CO2"], ["mmHg"], [flow])
     feats = record_features(rec, "ventilator")
     assert feats["quality_flag"] == "no_signal" and feats["quality_reason"] == "missing_channel:Flow"
     assert feats["n_breaths"] == 0 and np.isnan(feats["resp_rate_bpm"])

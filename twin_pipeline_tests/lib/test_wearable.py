@@ -163,3 +163,54 @@ def test_fitbit_features_on_real_exports():
     assert out["steps_per_day"] == pytest.approx(607 / (36 / 1440))
     only_hr = fitbit_features(hr, None)
     assert only_hr["quality_flag"] == "ok" and only_hr["activity_quality_reason"] == "no_steps_export"
+
+
+def test_minute_with_beats_in_only_part_of_it_is_low_beat_coverage():
+    ppg = _ppg(70, duration=60, seed=1)
+    t = np.arange(len(ppg)) / FS
+    slow = np.sin(2 * np.pi * 0.2 * t) * ppg.std() + ppg.mean()  # 5-s "beats": rejected as implausible IBIs
+    x = np.r_[ppg[: 25 * FS], slow[25 * FS :]]  # beats cover 25 of 60 s (< 50 %)
+    minutes = ppg_minutes(x, FS)
+    assert minutes.loc[0, "reason"] == "low_beat_coverage" and not minutes.loc[0, "usable"]
+    assert ppg_minutes(ppg, FS).loc[0, "usable"]
+
+
+def test_ppg_record_shorter_than_20_s_is_too_short():
+    minutes = ppg_minutes(_ppg(80, duration=15), FS)
+    assert minutes["reason"].tolist() == ["too_short"]
+    assert ppg_features(_ppg(80, duration=15), FS)["quality_reason"] == "too_shortx1"
+
+
+def _acc_xyz(minute_levels_g: list[float], fs: int = FS) -> np.ndarray:
+    """Triaxial acceleration (g): gravity on a tilted axis pair, per-minute movement added to x."""
+    mag = _acc(minute_levels_g, fs)
+    return np.column_stack([mag * 0.6, np.zeros_like(mag), mag * 0.8])  # |a| = mag
+
+
+def test_raw_accelerometer_features_activity_and_resting_hr():
+    from twin_pipeline.lib.wearable import raw_accelerometer_features
+
+    acc = _acc_xyz([0.0, 0.0, 0.4, 0.4, 0.0])  # minutes 2-3 active
+    t = np.arange(0, 300, 15.0)  # an HR reading every 15 s
+    bpm = np.where((t >= 120) & (t < 240), 110.0, 58.0)
+    out = raw_accelerometer_features(acc, FS, hr_time_s=t, hr_bpm=bpm)
+    assert set(WEARABLE_FEATURE_KEYS) <= set(out)
+    assert out["active_minutes"] == 2 and out["sedentary_fraction"] == pytest.approx(3 / 5)
+    assert out["resting_hr_bpm"] == pytest.approx(58.0)  # only sedentary minutes
+    assert out["pulse_rate_bpm"] == pytest.approx((3 * 58 + 2 * 110) / 5) and out["hr_minutes"] == 5
+    assert out["quality_flag"] == "low_quality" and out["quality_reason"] == "hr:few_hr_minutes"  # 5 < 10 minutes
+
+
+def test_raw_accelerometer_features_without_hr_and_with_reader_notes():
+    from twin_pipeline.lib.wearable import raw_accelerometer_features
+
+    acc = _acc_xyz([0.0, 0.3])
+    plain = raw_accelerometer_features(acc, FS)
+    assert plain["quality_flag"] == "ok" and plain["ppg_quality_reason"] == "no_ppg_in_export"
+    assert plain["ppg_quality_flag"] == "no_signal" and np.isnan(plain["resting_hr_bpm"])
+    cut = raw_accelerometer_features(acc, FS, notes=("truncated_file",))
+    assert cut["activity_quality_flag"] == "low_quality" and cut["quality_reason"] == "activity:truncated_file"
+    assert cut["active_minutes"] == plain["active_minutes"] == 1
+    gap = acc.copy()
+    gap[: 2 * 60 * FS - 10 * FS] = np.nan  # only 10 s of the second minute: no valid minute → no_signal
+    assert raw_accelerometer_features(gap, FS)["quality_flag"] == "no_signal"

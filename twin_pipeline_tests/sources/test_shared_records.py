@@ -1,5 +1,6 @@
 """Every real file in ../shared/data/{bedside,ecg,ventilator,wearable} is read and yields features or a
-clear reason (WFDB, PB-840, test-lung, Fitbit JSON, ActiGraph/Actiwatch counts, PPG/ECG CSVs)."""
+clear reason (WFDB, PB-840, test-lung, Fitbit JSON, ActiGraph/Actiwatch counts, PPG/ECG CSVs, raw
+accelerometer binaries .cwa/.bin)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,11 @@ import numpy as np
 import pytest
 
 from twin_pipeline.lib.waveform import feature_columns, file_features
-from twin_pipeline.sources.wfdb_io import WaveformReadError
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 # Rates of the bare one-column CSVs, from the data README (the files do not carry them).
 CSV_RATES = {"ecg/edb": 250.0, "ecg/nstdb_118": 360.0, "wearable/ppg/data.csv": 100.0,
              "wearable/ppg/ring_data.csv": 32.0}
-RAW_BINARIES = {".cwa", ".bin"}
 
 
 def _cases() -> list[tuple[str, str | None, float | None]]:
@@ -41,10 +40,6 @@ def _cases() -> list[tuple[str, str | None, float | None]]:
 @pytest.mark.parametrize(("rel", "kind", "rate"), _cases(), ids=[c[0] for c in _cases()])
 def test_every_shared_record_gives_features_or_a_reason(rel, kind, rate):
     path = DATA / rel
-    if path.suffix.lower() in RAW_BINARIES:
-        with pytest.raises(WaveformReadError, match="unsupported raw binary"):
-            file_features(path, kind, sampling_rate=rate)
-        return
     out = file_features(path, kind, sampling_rate=rate)
     assert set(feature_columns(out["device_kind"])) <= set(out)
     assert out["quality_flag"] in ("ok", "low_quality", "no_signal")
@@ -65,7 +60,8 @@ def test_every_shared_record_gives_features_or_a_reason(rel, kind, rate):
 RECORD_KEYS = ("duration_s", "sampling_rate_hz", "n_channels")
 RANGES = {"hr_mean_bpm": (20, 250), "pulse_rate_bpm": (25, 230), "resting_hr_bpm": (25, 230),
           "resp_rate_bpm": (4, 70), "tidal_volume_insp_ml": (20, 3000), "peep_cmh2o": (-5, 40),
-          "sedentary_fraction": (0, 1), "ecg_quality": (0, 1)}
+          "sedentary_fraction": (0, 1), "ecg_quality": (0, 1), "pleth_pulse_rate_bpm": (25, 230),
+          "pleth_quality": (0, 1)}
 
 
 def test_multi_segment_numerics_record_has_no_ecg_reason():
@@ -73,6 +69,23 @@ def test_multi_segment_numerics_record_has_no_ecg_reason():
     assert out["quality_flag"] == "no_signal" and out["quality_reason"] == "missing_channel:ECG"
 
 
-def test_testlung_pressure_only_export_says_flow_missing():
+def test_testlung_pressure_only_export_gives_pressure_features():
     out = file_features(DATA / "ventilator/testlung/low_rate.csv", "ventilator")
-    assert out["quality_reason"] == "missing_channel:Flow" and out["sampling_rate_hz"] in (100.0, 133.0)
+    assert out["quality_reason"] == "pressure_only" and out["sampling_rate_hz"] in (100.0, 133.0)
+    assert 4 <= out["resp_rate_bpm"] <= 70 and np.isnan(out["tidal_volume_insp_ml"])
+
+
+def test_bedside_pleth_records_carry_pleth_features():
+    for name in ("a103l", "v102s"):
+        out = file_features(DATA / f"bedside/{name}.hea")
+        assert out["device_kind"] == "ecg_monitor" and out["pleth_quality_flag"] == "ok"
+        assert abs(out["pleth_pulse_rate_bpm"] - out["hr_mean_bpm"]) < 10  # same heart, two sensors
+    mimic = file_features(DATA / "bedside/03700181.hea")  # ECG + ABP + RESP, no PLETH
+    assert mimic["pleth_quality_reason"] == "no_pleth_channel"
+
+
+def test_raw_accelerometer_binaries_give_activity_features():
+    for name in ("ax3_testfile.cwa", "GENEActiv_testfile.bin", "mtx_25Hz_acc_HR.BIN"):
+        out = file_features(DATA / "wearable/accelerometer" / name)
+        assert out["device_kind"] == "wearable" and out["activity_quality_flag"] in ("ok", "low_quality")
+        assert 0 <= out["activity_counts_per_min"] < 45 and out["sedentary_fraction"] == 1.0  # test files at rest
