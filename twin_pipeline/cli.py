@@ -114,6 +114,15 @@ def run_backfill(site: str | None = None, delivery: str | None = None, twins: bo
             results["federated_effects"] = ok and res.success
             echo(f"  federated effect estimates + pooling: {'ok' if ok and res.success else 'FAILED'} in "
                  f"{time.perf_counter() - t0:.1f} s")
+            t0 = time.perf_counter()  # homomorphic pooling of the unobfuscated AgeSex counts (Paillier)
+            he_job = defs.resolve_job_def("federated_he_site_job")
+            ok = all(he_job.execute_in_process(partition_key=s, instance=instance, raise_on_error=False).success
+                     for s in sites)
+            res = defs.resolve_job_def("federated_he_pool_job").execute_in_process(instance=instance,
+                                                                                   raise_on_error=False)
+            results["federated_homomorphic"] = ok and res.success
+            echo(f"  homomorphic AgeSex pooling: {'ok' if ok and res.success else 'FAILED'} in "
+                 f"{time.perf_counter() - t0:.1f} s")
     return results
 
 

@@ -12,6 +12,8 @@ from twin_pipeline.defs.federated import assets as federated_assets
 from twin_pipeline.defs.ingest import sensors
 from twin_pipeline.defs.jobs import (
     federated_effects_job,
+    federated_he_pool_job,
+    federated_he_site_job,
     federated_pool_job,
     federated_site_job,
     site_delivery_job,
@@ -51,7 +53,14 @@ def env_resources() -> dict:
         ),
         "waveform_store": WaveformStoreResource(root=dg.EnvVar("TWIN_WAVEFORM_STORE")),
         "ground_truth": GroundTruthResource(root=dg.EnvVar("TWIN_GROUND_TRUTH_DIR")),
-        "federated": federated_assets.FederatedResource(outbox_dir=dg.EnvVar("TWIN_FEDERATED_OUTBOX")),
+        "federated": federated_assets.FederatedResource(
+            outbox_dir=dg.EnvVar("TWIN_FEDERATED_OUTBOX"),
+            dp_epsilon=dg.EnvVar("TWIN_DP_EPSILON"),
+            dp_total_budget=dg.EnvVar("TWIN_DP_TOTAL_BUDGET"),
+            dp_max_cells_per_patient=dg.EnvVar.int("TWIN_DP_MAX_CELLS_PER_PATIENT"),
+            he_key_dir=dg.EnvVar("TWIN_HE_KEY_DIR"),
+            he_key_bits=dg.EnvVar.int("TWIN_HE_KEY_BITS"),
+        ),
         "mlflow": MlflowResource(
             tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI"),
             artifact_root=dg.EnvVar("TWIN_MLFLOW_ARTIFACTS"),
@@ -86,7 +95,8 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
     return dg.Definitions(
         executor=EXECUTOR,
         assets=all_assets(),
-        jobs=[site_delivery_job, twin_refresh_job, federated_site_job, federated_effects_job, federated_pool_job],
+        jobs=[site_delivery_job, twin_refresh_job, federated_site_job, federated_effects_job, federated_pool_job,
+              federated_he_site_job, federated_he_pool_job],
         sensors=[
             sensors.landing_delivery_sensor,
             sensors.federated_after_delivery,

@@ -37,6 +37,20 @@ twin_refresh_job = dg.define_asset_job(
     "pool the sites' shareable files.",
 )
 
+federated_he_site_job = dg.define_asset_job(
+    name="federated_he_site_job",
+    selection=dg.AssetSelection.keys(["federated", "site_encrypted_age_sex"]),
+    partitions_def=site_partitions,
+    description="Optional homomorphic mode, site side: encrypt the site's unobfuscated AgeSex counts under the "
+    "coordinator's Paillier public key (ciphertext file in the site's outbox).",
+)
+
+federated_he_pool_job = dg.define_asset_job(
+    name="federated_he_pool_job",
+    selection=dg.AssetSelection.keys(["federated", "he_pooled_age_sex"]),
+    description="Optional homomorphic mode, coordinator side: sum the sites' ciphertexts, decrypt only the total.",
+)
+
 federated_pool_job = dg.define_asset_job(
     name="federated_pool_job",
     selection=dg.AssetSelection.keys(["federated", "pooled_effects"]),

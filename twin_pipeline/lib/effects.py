@@ -599,6 +599,104 @@ def nuisance_diagnostics(cf: CrossFit) -> dict[str, float]:
     return diag
 
 
+#: Prespecified subgroups of shared (federated) effect estimates: name -> ``(feature column, lower bound
+#: inclusive, upper bound exclusive)``, ``None`` = every row. Age in years (cut at 65), baseline six-minute
+#: walk in metres (cut at 500 m: about the lower third of baseline walks in the generated cohort; a 400 m
+#: cut leaves < 10 % of patients below it, too few per arm for a site to release); a row whose column is
+#: NaN belongs to no subgroup but ``all``.
+EFFECT_SUBGROUPS: dict[str, tuple[str, float, float] | None] = {
+    "all": None,
+    "age_lt65": ("age_years", -np.inf, 65.0),
+    "age_ge65": ("age_years", 65.0, np.inf),
+    "6mwd_lt500": ("baseline_6mwd_m", -np.inf, 500.0),
+    "6mwd_ge500": ("baseline_6mwd_m", 500.0, np.inf),
+}
+SUBGROUP_EFFECT_COLUMNS = ["therapy", "subgroup", "n", "n_reference", "n_subgroup", "estimate", "se"]
+
+
+def subgroup_masks(
+    rows: pd.DataFrame, subgroups: dict[str, tuple[str, float, float] | None] = EFFECT_SUBGROUPS
+) -> dict[str, np.ndarray]:
+    """Boolean membership per subgroup for ``rows`` (see ``EFFECT_SUBGROUPS``); raises ``KeyError`` naming
+    a subgroup whose column is missing."""
+    out = {}
+    for name, rule in subgroups.items():
+        if rule is None:
+            out[name] = np.ones(len(rows), dtype=bool)
+            continue
+        col, lo, hi = rule
+        if col not in rows.columns:
+            raise KeyError(f"subgroup {name!r} needs column {col!r}, missing from the frame")
+        v = pd.to_numeric(rows[col], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        out[name] = (v >= lo) & (v < hi)  # NaN compares False: in no bounded subgroup
+    return out
+
+
+def subgroup_effects(
+    cf: CrossFit, masks: dict[str, np.ndarray], *, small_cell_threshold: int = 0
+) -> pd.DataFrame:
+    """AIPW effect of each non-reference arm vs the reference per subgroup, from ``cf``'s cross-fitted
+    pseudo-outcomes: estimate = mean over the subgroup's rows of ``psi[:, arm] - psi[:, ref]`` (metres),
+    se = its sample SD / sqrt(rows) (for subgroup ``all`` this is ``dr_ate_<arm>`` / ``dr_ate_se_<arm>``).
+
+    ``masks`` are aligned with ``cf``'s training rows. A (arm, subgroup) row is *released* only when both
+    the arm's and the reference arm's row counts in the subgroup reach ``max(small_cell_threshold,
+    MIN_ROWS_PER_ARM)``; withheld rows are left out. Columns ``SUBGROUP_EFFECT_COLUMNS``: ``n`` /
+    ``n_reference`` = rows of the arm / reference arm in the subgroup, ``n_subgroup`` = all its rows.
+    """
+    n_rows = len(cf.y)
+    floor = max(int(small_cell_threshold), MIN_ROWS_PER_ARM)
+    pseudo = cf.pseudo_effects()
+    contrast = [a for a in cf.arms if a != cf.reference_arm]
+    rows = []
+    for name, mask in masks.items():
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != (n_rows,):
+            raise ValueError(f"subgroup {name!r}: mask has shape {mask.shape}, expected ({n_rows},)")
+        n_ref = int((mask & (cf.t == cf.ref)).sum())
+        for j, arm in enumerate(contrast):
+            n_arm = int((mask & (cf.t == cf.arms.index(arm))).sum())
+            if n_arm < floor or n_ref < floor:
+                continue
+            est, se = _mean_se(pseudo[mask, j])
+            rows.append({"therapy": arm, "subgroup": name, "n": n_arm, "n_reference": n_ref,
+                         "n_subgroup": int(mask.sum()), "estimate": est, "se": se})
+    return pd.DataFrame(rows, columns=SUBGROUP_EFFECT_COLUMNS)
+
+
+def aipw_subgroup_effects(
+    df: pd.DataFrame,
+    feature_cols: Sequence[str],
+    *,
+    subgroups: dict[str, tuple[str, float, float] | None] = EFFECT_SUBGROUPS,
+    small_cell_threshold: int = 0,
+    treatment_col: str = TREATMENT_COL,
+    outcome_col: str = OUTCOME_COL,
+    arms: Sequence[str] = ARMS,
+    reference_arm: str = REFERENCE_ARM,
+    seed: int = 0,
+    n_folds: int = 5,
+    outcome_params: dict[str, Any] | None = None,
+    propensity_c: float = DEFAULT_PROPENSITY_C,
+) -> tuple[pd.DataFrame, CrossFit]:
+    """Cross-fit the nuisances on ``df``'s usable rows and return ``(subgroup_effects(...), cf)``.
+
+    The releasable per-(arm, subgroup) AIPW estimates of one site (or of all rows centrally); subgroup
+    membership comes from ``df``'s own columns (``subgroups``), which need not be features. Raises
+    ``ValueError`` when an arm has fewer than ``MIN_ROWS_PER_ARM`` usable rows (nothing estimable).
+    """
+    arms = tuple(arms)
+    rows, t, _, _ = _training_rows(df, treatment_col, outcome_col, arms)
+    n_per_arm = np.bincount(t, minlength=len(arms))
+    thin = [a for a, n in zip(arms, n_per_arm) if n < MIN_ROWS_PER_ARM]
+    if thin:
+        raise ValueError(f"arms with fewer than {MIN_ROWS_PER_ARM} rows having an observed outcome: {thin}")
+    cf = cross_fit(df, feature_cols, treatment_col=treatment_col, outcome_col=outcome_col, arms=arms,
+                   reference_arm=reference_arm, seed=seed, n_folds=n_folds, outcome_params=outcome_params,
+                   propensity_c=propensity_c)
+    return subgroup_effects(cf, subgroup_masks(rows, subgroups), small_cell_threshold=small_cell_threshold), cf
+
+
 def qini_curve(pred_effect: np.ndarray, pseudo_effect: np.ndarray, n_points: int = 21) -> tuple[np.ndarray, np.ndarray]:
     """Doubly-robust Qini (uplift) curve: treat the top fraction q by predicted effect.
 

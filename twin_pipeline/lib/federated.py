@@ -18,6 +18,9 @@ NOT_AVAILABLE = -999
 COHORT = "LongCovid"
 AGE_GROUPS = [(0, 2, "00to02"), (3, 5, "03to05"), (6, 11, "06to11"), (12, 17, "12to17"), (18, 20, "18to20"),
               (21, 25, "21to25"), (26, 49, "26to49"), (50, 69, "50to69"), (70, 79, "70to79"), (80, 200, "80plus")]
+SEXES = ("female", "male", "other")
+# public, agreed finest AgeSex cells (every site, every mode): 4CE age groups + `other` × sex
+AGE_SEX_CELLS: list[tuple[str, str]] = [(g, sx) for g in [name for _, _, name in AGE_GROUPS] + ["other"] for sx in SEXES]
 VENTILATION_PROCEDURE = "40617009"  # 4CE's severity algorithm counts mechanical ventilation as severe
 DPM_WINDOWS = {  # 4CE DiagProcMed windows, days relative to the index date
     "pts_all_before_adm": (-365, -15),
@@ -62,13 +65,45 @@ def _severe(index: pd.DataFrame, procedure: pd.DataFrame) -> pd.Series:
     return index["person_id"].isin(set(vent))
 
 
-def site_age_sex(site_id: str, person: pd.DataFrame, index: pd.DataFrame, procedure: pd.DataFrame) -> pd.DataFrame:
-    """4CE AgeSex: patients per age group × sex (plus `all` margins), mean age, ever-severe count."""
+def age_sex_patients(person: pd.DataFrame, index: pd.DataFrame, procedure: pd.DataFrame) -> pd.DataFrame:
+    """Site-local, patient-level: one row per cohort patient with `age_years`, `age_group`, `sex`
+    (female/male/other) and `severe` (ever ventilated). Never leaves the site."""
     p = person.sort_values("delivery_id").groupby("person_id", as_index=False).last()
     df = index.merge(p[["person_id", "age_years", "gender"]], on="person_id", how="left")
     df["severe"] = _severe(df, procedure)
     df["age_group"] = age_group(df["age_years"])
     df["sex"] = df["gender"].map({"F": "female", "M": "male"}).fillna("other")
+    return df
+
+
+def age_sex_cell_counts(patients: pd.DataFrame) -> pd.DataFrame:
+    """Unobfuscated patients per public AgeSex cell (`AGE_SEX_CELLS` order, zero cells included):
+    columns age_group, sex, pts_all, pts_ever_severe. Site-local (small counts are not masked)."""
+    unknown = set(zip(patients["age_group"], patients["sex"])) - set(AGE_SEX_CELLS)
+    if unknown:
+        raise ValueError(f"AgeSex cells outside the public cell list: {sorted(unknown)}")
+    key = pd.MultiIndex.from_tuples(AGE_SEX_CELLS, names=["age_group", "sex"])
+    g = patients.groupby(["age_group", "sex"])
+    return pd.DataFrame({
+        "pts_all": g.size().reindex(key, fill_value=0).astype("int64"),
+        "pts_ever_severe": g["severe"].sum().reindex(key, fill_value=0).astype("int64"),
+    }).reset_index()
+
+
+def with_age_sex_margins(cells: pd.DataFrame, count_cols: list[str]) -> pd.DataFrame:
+    """Finest AgeSex cells plus the 4CE `all` margins (age group × all, all × sex, all × all), as sums."""
+    parts = [
+        cells[["age_group", "sex", *count_cols]],
+        cells.groupby("age_group", as_index=False, sort=False)[count_cols].sum().assign(sex="all"),
+        cells.groupby("sex", as_index=False, sort=False)[count_cols].sum().assign(age_group="all"),
+        cells[count_cols].sum().to_frame().T.assign(age_group="all", sex="all"),
+    ]
+    return pd.concat(parts, ignore_index=True)[["age_group", "sex", *count_cols]]
+
+
+def site_age_sex(site_id: str, person: pd.DataFrame, index: pd.DataFrame, procedure: pd.DataFrame) -> pd.DataFrame:
+    """4CE AgeSex: patients per age group × sex (plus `all` margins), mean age, ever-severe count."""
+    df = age_sex_patients(person, index, procedure)
     rows = []
     for ag in [None, *df["age_group"].unique()]:
         for sx in [None, *df["sex"].unique()]:
@@ -88,9 +123,9 @@ def site_age_sex(site_id: str, person: pd.DataFrame, index: pd.DataFrame, proced
     return pd.DataFrame(rows)
 
 
-def site_diag_proc_med(site_id: str, index: pd.DataFrame, condition: pd.DataFrame, drug: pd.DataFrame,
-                       procedure: pd.DataFrame) -> pd.DataFrame:
-    """4CE DiagProcMed: patients with each concept in each window around the index date."""
+def _dpm_events(index: pd.DataFrame, condition: pd.DataFrame, drug: pd.DataFrame,
+                procedure: pd.DataFrame) -> pd.DataFrame:
+    """Site-local events (person_id, concept_type, concept_code, day since index) of cohort patients."""
     ev = pd.concat(
         [
             pd.DataFrame({"person_id": condition["person_id"], "t": condition["condition_start_datetime"],
@@ -107,6 +142,34 @@ def site_diag_proc_med(site_id: str, index: pd.DataFrame, condition: pd.DataFram
     ev = ev[~ev["concept_code"].isin(["unm", "unmapped", "<NA>", "nan", "None"])]
     ev = ev.merge(index[["person_id", "index_date"]], on="person_id", how="inner")
     ev["day"] = (ev["t"] - ev["index_date"]).dt.days
+    return ev
+
+
+def _in_window(day: pd.Series, lo: int, hi: int | None) -> pd.Series:
+    m = day >= lo
+    if hi is not None:
+        m &= day <= hi
+    return m
+
+
+def dpm_patient_cells(index: pd.DataFrame, condition: pd.DataFrame, drug: pd.DataFrame,
+                      procedure: pd.DataFrame) -> pd.DataFrame:
+    """Site-local, patient-level: the distinct DiagProcMed cells each patient counts in, as rows
+    (person_id, concept_type, concept_code, window) with `window` one of `DPM_WINDOWS`. A patient's
+    row count is its contribution (L1 sensitivity) to the DiagProcMed file. Never leaves the site."""
+    ev = _dpm_events(index, condition, drug, procedure)
+    parts = [
+        ev.loc[_in_window(ev["day"], lo, hi), ["person_id", "concept_type", "concept_code"]].drop_duplicates()
+        .assign(window=col)
+        for col, (lo, hi) in DPM_WINDOWS.items()
+    ]
+    return pd.concat(parts, ignore_index=True)
+
+
+def site_diag_proc_med(site_id: str, index: pd.DataFrame, condition: pd.DataFrame, drug: pd.DataFrame,
+                       procedure: pd.DataFrame) -> pd.DataFrame:
+    """4CE DiagProcMed: patients with each concept in each window around the index date."""
+    ev = _dpm_events(index, condition, drug, procedure)
     out = None
     for col, (lo, hi) in DPM_WINDOWS.items():
         m = ev["day"] >= lo
@@ -215,6 +278,33 @@ def pool_counts(frames: list[pd.DataFrame], keys: list[str], count_cols: list[st
             rec[f"{c}_masked_max"] = int(sum(max(thresholds.get(s, 1) - 1, 0) for s in masked_sites))
             rec[f"{c}_n_masked"] = int(len(masked_sites))
         rows.append(rec)
+    return pd.DataFrame(rows)
+
+
+def obfuscated_bounds(frames: list[pd.DataFrame], keys: list[str], cells: list[tuple], count_col: str,
+                      thresholds: dict[str, int], sites: list[str] | None = None) -> pd.DataFrame:
+    """What released (obfuscated) files say about the true cross-site total of `count_col` in each cell:
+    a released count is exact, a `-99` stands for 1..threshold-1, and a row the site did not release
+    (all counts small or zero) for 0..threshold-1. `sites` (default: those in `frames`) may include sites
+    that released no row at all. Returns one row per cell: keys, `lower`, `upper`."""
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["siteid", *keys, count_col])
+    sites = sorted(df["siteid"].unique()) if sites is None else sorted(sites)
+    lookup = {(r["siteid"], *(r[k] for k in keys)): int(r[count_col]) for r in df.to_dict("records")}
+    rows = []
+    for cell in cells:
+        lo = hi = 0
+        for s in sites:
+            small = max(int(thresholds.get(s, 1)) - 1, 0)
+            v = lookup.get((s, *cell))
+            if v is None:
+                hi += small
+            elif v == MASK:
+                lo, hi = lo + 1, hi + small
+            elif v >= 0:
+                lo, hi = lo + v, hi + v
+            else:
+                raise ValueError(f"site {s}: {count_col}={v} in cell {cell} is neither a count nor the mask")
+        rows.append({**dict(zip(keys, cell)), "lower": lo, "upper": hi})
     return pd.DataFrame(rows)
 
 

@@ -63,17 +63,27 @@ def treatment_propensity(age: np.ndarray, fatigue: np.ndarray, walk_m: np.ndarra
 
 
 def treatment_effects(age: np.ndarray, walk_m: np.ndarray, crp_mg_l: np.ndarray,
-                      recent: np.ndarray) -> dict[str, np.ndarray]:
+                      recent: np.ndarray, effect_shift: dict[str, float] | None = None,
+                      ) -> dict[str, np.ndarray]:
     """True individual effects on day-90 six-minute walk distance (metres) vs standard care.
 
     Rehab helps most with a short baseline walk and younger age; colchicine helps with high CRP and
     harms slightly with low CRP; the antiviral helps older patients with a recent infection.
+    ``effect_shift`` (arm -> metres, a site's ``SiteProfile.effect_shift``) is added to every
+    patient's effect of that arm: the planted between-site heterogeneity.
     """
+    shift = dict(effect_shift or {})
+    unknown = sorted(set(shift) - set(ARMS[1:]))
+    if unknown:
+        raise ValueError(f"effect_shift arms must be among {list(ARMS[1:])}; got {unknown}")
     rehab = 8.0 + 0.18 * np.maximum(0.0, 500.0 - walk_m) + 0.7 * (62.0 - age)
     colchicine = -10.0 + 45.0 * _sigmoid(2.0 * (np.log(crp_mg_l) - np.log(8.0)))
     antiviral = np.where(recent, 4.0 + 0.9 * np.maximum(0.0, age - 50.0), -2.0)
-    return {"standard_care": np.zeros_like(walk_m), "pulmonary_rehab": rehab,
-            "colchicine": colchicine, "antiviral": antiviral}
+    out = {"standard_care": np.zeros_like(walk_m, dtype=float), "pulmonary_rehab": rehab,
+           "colchicine": colchicine, "antiviral": antiviral.astype(float)}
+    for arm, metres in shift.items():
+        out[arm] = out[arm] + float(metres)
+    return out
 
 
 def cohort_simulate(profile: SiteProfile, n_patients: int, dates: list[dt.date],
@@ -198,7 +208,7 @@ def cohort_simulate(profile: SiteProfile, n_patients: int, dates: list[dt.date],
     arm_idx = (rng.random(n)[:, None] > cum).sum(axis=1).clip(0, len(ARMS) - 1)
     arm = np.array(ARMS)[arm_idx]
     natural = 18 + 15 * recent - 0.4 * (age - 55) - 3 * (fatigue - 5) + rng.normal(0, 28, n)
-    tau = treatment_effects(age, walk0, crp, recent)
+    tau = treatment_effects(age, walk0, crp, recent, profile.effect_shift)
     y = {a: np.round(np.clip(walk0 + natural + tau[a], 20, 850)) for a in ARMS}
     y_obs = np.choose(arm_idx, [y[a] for a in ARMS])
 

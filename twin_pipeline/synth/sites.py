@@ -2,15 +2,16 @@
 
 A *site profile* holds everything that differs between synthetic hospitals: size, age/sex mix,
 date formats, site-local lab codes and unit spellings, device mix, ECG sampling rate, small-cell
-threshold and the planted miscoding rates. The public part of a profile (what a real site would
-declare) is written to ``data/sites/<site_id>.yaml``; the miscoding rates are ground truth and are
-only written under the truth directory.
+threshold, the planted miscoding rates and the planted site-level shift of the true treatment effects.
+The public part of a profile (what a real site would declare) is written to
+``data/sites/<site_id>.yaml``; the miscoding rates and effect shifts are ground truth and are only
+written under the truth directory.
 """
 
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -71,6 +72,9 @@ class SiteProfile:
     center_lat: float = 42.36
     center_lon: float = -71.06
     treatment_bias: dict[str, float] = field(default_factory=dict)  # arm -> logit shift
+    # arm -> metres added to every patient's true effect of that arm vs standard care at this site
+    # (planted between-site effect heterogeneity; ground truth, never in the public site YAML)
+    effect_shift: dict[str, float] = field(default_factory=dict)
 
     def site_yaml(self) -> dict:
         """The public site conventions, as written to ``data/sites/<site_id>.yaml``."""
@@ -102,6 +106,7 @@ class SiteProfile:
             "age_mean": self.age_mean,
             "female_share": self.female_share,
             "treatment_bias": dict(self.treatment_bias),
+            "effect_shift_m": dict(self.effect_shift),
         }
 
 
@@ -123,6 +128,19 @@ _CREATININE_UMOL = ("CREA", "umol/l", 1 / 0.011312, 0.0)
 _WEIGHT_LBS = ("29463-7", "lbs", 1 / 0.45359237, 0.0)
 _TEMP_F = ("8310-5", "F", 9 / 5, 32.0)
 
+#: Planted site-level shift of the true pulmonary-rehab effect (metres of 90-day 6MWD), by site index
+#: (cycled after ten sites): A +0, B −20, C +15, then a fixed spread (between-site SD ≈ 16 m over ten
+#: sites, mean +1.5 m). Colchicine and the antiviral are not shifted: their true effects differ between
+#: sites only through the case mix, so heterogeneity tests can contrast a planted and an unplanted arm.
+REHAB_EFFECT_SHIFT_M = (0.0, -20.0, 15.0, -10.0, 25.0, -5.0, 10.0, -25.0, 20.0, 5.0)
+SHIFTED_ARM = "pulmonary_rehab"
+
+
+def effect_shift_for(index: int) -> dict[str, float]:
+    """The planted effect shift (arm -> metres) of the site with 0-based ``index``."""
+    return {SHIFTED_ARM: REHAB_EFFECT_SHIFT_M[index % len(REHAB_EFFECT_SHIFT_M)]}
+
+
 _STATES = (("MA", 42.36, -71.06), ("NY", 40.71, -74.01), ("NH", 43.21, -71.54),
            ("VT", 44.26, -72.58), ("CT", 41.76, -72.68), ("RI", 41.82, -71.41))
 
@@ -134,6 +152,7 @@ def site_profiles(n_sites: int) -> list[SiteProfile]:
     B: medium, day-first dates, local glucose/creatinine codes in SI units, 40 % OA→RA miscoding;
     C: small, month-first dates, weight in lbs / temperature in F, ECG at 500 Hz, asthma/COPD
     confusion). Further sites cycle through the three templates with varied rates and mixes.
+    Every site gets the planted rehab effect shift ``effect_shift_for(i)`` (ground truth).
     """
     if n_sites < 1:
         raise ValueError(f"sites must be >= 1, got {n_sites}")
@@ -175,7 +194,7 @@ def site_profiles(n_sites: int) -> list[SiteProfile]:
                 asthma_copd_confusion_rate=0.20, state=state, center_lat=lat, center_lon=lon,
                 treatment_bias={"antiviral": 0.4},
             )
-        profiles.append(p)
+        profiles.append(replace(p, effect_shift=effect_shift_for(i)))
     return profiles
 
 

@@ -98,3 +98,52 @@ def test_site_files_count_patients_once_per_cell_with_margins():
     assert dpm.loc[("MED-CLASS", "NSAID"), "pts_all_day0to29"] == 1 and dpm.loc[("MED-CLASS", "NSAID"), "pts_all_day30to89"] == 1
     daily = fed.site_daily_counts("s", index, person)
     assert daily["cumulative_pts_all"].iloc[-1] == 3 and daily["cumulative_pts_all"].is_monotonic_increasing
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    sites=st.lists(st.lists(st.integers(0, 30), min_size=3, max_size=3), min_size=1, max_size=4),
+    thresholds=st.lists(st.integers(0, 11), min_size=4, max_size=4),
+)
+def test_obfuscated_bounds_contain_the_true_cross_site_total(sites, thresholds):
+    """Whatever obfuscation masked or dropped, the bounds from the released files contain the truth."""
+    cells = [("g0", "all"), ("g1", "all"), ("g2", "all")]
+    frames, th = [], {}
+    for i, counts in enumerate(sites):
+        site = f"s{i}"
+        th[site] = thresholds[i]
+        raw = pd.DataFrame({"siteid": site, "cohort": "c", "age_group": [c[0] for c in cells], "sex": "all",
+                            "pts_all": counts, "pts_ever_severe": 0})
+        frames.append(fed.obfuscate(raw[raw["pts_all"] > 0], "AgeSex", thresholds[i]))
+    b = fed.obfuscated_bounds(frames, ["age_group", "sex"], cells, "pts_all", th, sites=sorted(th))
+    truth = np.sum(np.array(sites), axis=0)
+    assert (b["lower"].to_numpy() <= truth).all() and (truth <= b["upper"].to_numpy()).all()
+
+
+def test_patient_level_helpers_reproduce_the_released_files():
+    """age_sex_cell_counts / dpm_patient_cells (used by DP and HE) agree with site_age_sex / site_diag_proc_med."""
+    t0 = pd.Timestamp("2024-03-01")
+    person = pd.DataFrame({"person_id": ["a", "b", "c"], "delivery_id": "d1", "age_years": [30.0, 55.0, 81.0],
+                           "gender": ["F", "M", "F"], "death_date": pd.NaT})
+    condition = pd.DataFrame({
+        "site_id": "s", "person_id": ["a", "b", "c", "a", "c"], "phenotype_group": ["long_covid"] * 3 + ["other"] * 2,
+        "condition_start_datetime": [t0, t0, t0 + pd.Timedelta(days=3), t0 - pd.Timedelta(days=100), t0],
+        "condition_concept_code": ["U09.9", "U09.9", "U09.9", "E11.9", "I10"],
+    })
+    drug = pd.DataFrame({"person_id": ["a", "b"], "drug_exposure_start_datetime": [t0 + pd.Timedelta(days=40), t0],
+                         "drug_class": ["antiviral", "antiviral"]})
+    procedure = pd.DataFrame({"person_id": ["b"], "procedure_datetime": [t0 + pd.Timedelta(days=2)],
+                              "procedure_concept_code": ["40617009"], "procedure_source_value": ["40617009"]})
+    index = fed.cohort_index(condition)
+    released = fed.site_age_sex("s", person, index, procedure).set_index(["age_group", "sex"])
+    cells = fed.age_sex_cell_counts(fed.age_sex_patients(person, index, procedure))
+    assert len(cells) == len(fed.AGE_SEX_CELLS) and cells["pts_all"].sum() == 3
+    margins = fed.with_age_sex_margins(cells, ["pts_all", "pts_ever_severe"]).set_index(["age_group", "sex"])
+    for key, row in released.iterrows():
+        assert margins.loc[key, "pts_all"] == row["pts_all"], key
+        assert margins.loc[key, "pts_ever_severe"] == row["pts_ever_severe"], key
+    dpm = fed.site_diag_proc_med("s", index, condition, drug, procedure).set_index(["concept_type", "concept_code"])
+    per = (fed.dpm_patient_cells(index, condition, drug, procedure)
+           .groupby(["concept_type", "concept_code", "window"]).size().unstack("window")
+           .reindex(columns=list(fed.DPM_WINDOWS)).fillna(0).astype("int64"))
+    assert per.reindex(dpm.index).equals(dpm[list(fed.DPM_WINDOWS)])

@@ -92,3 +92,49 @@ def test_effects_are_heterogeneous_and_consistent(big_sites):
     picked = np.choose(obs.therapy_arm.map({a: i for i, a in enumerate(ARMS)}).to_numpy(),
                        [obs[f"y_{a}"].to_numpy() for a in ARMS])
     assert np.array_equal(obs.observed_outcome_m.to_numpy(), picked)
+
+
+def test_planted_site_effect_shift_moves_rehab_only_and_stays_out_of_the_public_yaml(big_sites):
+    """Rehab is shifted per site (A +0, B −20, C +15 m); colchicine/antiviral are not; the shift is
+    ground truth (truth profile), never part of the public site conventions."""
+    from twin_pipeline.synth.cohort import treatment_effects
+    from twin_pipeline.synth.sites import REHAB_EFFECT_SHIFT_M, effect_shift_for
+
+    profiles = site_profiles(12)
+    assert [p.effect_shift["pulmonary_rehab"] for p in profiles[:3]] == [0.0, -20.0, 15.0]
+    assert profiles[10].effect_shift == effect_shift_for(0) == {"pulmonary_rehab": REHAB_EFFECT_SHIFT_M[0]}
+    assert np.std(REHAB_EFFECT_SHIFT_M) > 10
+    for p in profiles[:3]:
+        assert "effect_shift" not in repr(p.site_yaml()) and "effect_shift_m" in p.truth_profile()
+        assert p.truth_profile()["effect_shift_m"] == p.effect_shift
+    # the shift is added to every patient's true effect, exactly (before the outcome clip)
+    rng = np.random.default_rng(0)
+    age, walk = rng.uniform(20, 90, 50), rng.uniform(100, 700, 50)
+    crp, recent = rng.uniform(0.5, 80, 50), rng.random(50) < 0.5
+    base = treatment_effects(age, walk, crp, recent)
+    shifted = treatment_effects(age, walk, crp, recent, {"pulmonary_rehab": -20.0})
+    assert np.allclose(shifted["pulmonary_rehab"] - base["pulmonary_rehab"], -20.0)
+    for a in ("standard_care", "colchicine", "antiviral"):
+        assert np.array_equal(shifted[a], base[a])
+    with pytest.raises(ValueError, match="effect_shift"):
+        treatment_effects(age, walk, crp, recent, {"standard_care": 5.0})
+    # in the simulated cohorts: same patients' effect formula, so the site means differ by the shift
+    # plus case mix; the planted gap B vs C (−35 m) dominates the case-mix difference
+    a, b, c = (big_sites[s] for s in ("hospital_a", "hospital_b", "hospital_c"))
+    gap_rehab = b.tau_pulmonary_rehab.mean() - c.tau_pulmonary_rehab.mean()
+    assert -45 < gap_rehab < -25, gap_rehab
+    for arm in ("colchicine", "antiviral"):
+        assert abs(b[f"tau_{arm}"].mean() - c[f"tau_{arm}"].mean()) < 10
+
+
+def test_site_truth_effect_equals_formula_plus_shift(big_sites):
+    from twin_pipeline.synth.cohort import treatment_effects
+
+    t = big_sites["hospital_b"]
+    tau = treatment_effects(t.age_at_index.to_numpy(), t.baseline_6mwd_m.to_numpy(),
+                            t.crp_baseline_mg_l.to_numpy(), t.recent_infection.to_numpy(),
+                            {"pulmonary_rehab": -20.0})
+    # realised effects equal the formula except where an outcome hit the 20..850 m clip
+    unclipped = (t[[f"y_{a}" for a in ARMS]].gt(20) & t[[f"y_{a}" for a in ARMS]].lt(850)).all(axis=1)
+    diff = np.abs(t.loc[unclipped, "tau_pulmonary_rehab"].to_numpy() - tau["pulmonary_rehab"][unclipped.to_numpy()])
+    assert unclipped.mean() > 0.95 and diff.max() <= 1.0  # outcomes are rounded to whole metres

@@ -330,3 +330,15 @@ def test_demo_cohort_size_and_timing(tmp_path):
     pts = _read(tmp_path / "landing" / "hospital_a", "ehr/patients.csv")
     assert not any(v in text for v in list(pts.Id[:20]) + list(pts.MRN[:20]) + list(pts.LAST[:20]))
     assert re.search(r"\d{3}-\d{2}-\d{4}", text) is None
+
+
+def test_planted_effect_shift_is_in_the_truth_profile_only(medium_cohort):
+    root, _ = medium_cohort
+    import json
+
+    for site, shift in (("hospital_a", 0.0), ("hospital_b", -20.0), ("hospital_c", 15.0)):
+        truth = json.loads((root / "truth" / site / "site_profile.json").read_text())
+        assert truth["effect_shift_m"] == {"pulmonary_rehab": shift}
+        assert "effect_shift" not in (root / "sites" / f"{site}.yaml").read_text()
+    assert not any("effect_shift" in p.read_text(errors="ignore")
+                   for p in (root / "landing").rglob("*.csv"))
