@@ -249,7 +249,7 @@ def features_ecg():
         ranges={"hr_mean_bpm": (20, 250), "hrv_sdnn_ms": (0, 1000), "hrv_rmssd_ms": (0, 2000),
                 "hrv_pnn50_pct": (0, 100), "irregular_rr_fraction": (0, 1), "usable_fraction": (0, 1),
                 "ecg_quality": (0, 1), "pleth_pulse_rate_bpm": (25, 230), "pleth_prv_sdnn_ms": (0, 1000),
-                "pleth_quality": (0, 1)},
+                "pleth_quality": (0, 1), "hrv_lf_ms2": (0, None), "hrv_hf_ms2": (0, None), "hrv_lf_hf": (0, None)},
         value_sets={"quality_flag": ["ok", "low_quality", "no_signal"],
                     "pleth_quality_flag": ["ok", "low_quality", "no_signal"]},
         min_rows=0,
