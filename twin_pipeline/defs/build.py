@@ -101,6 +101,8 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
             sensors.landing_delivery_sensor,
             sensors.federated_after_delivery,
             sensors.twin_refresh_after_delivery,
+            sensors.federated_effects_after_refresh,
+            sensors.federated_pool_after_effects,
             sensors.run_failure_report,
         ],
         schedules=[sensors.nightly_twin_refresh],

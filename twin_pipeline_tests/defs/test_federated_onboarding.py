@@ -205,3 +205,26 @@ def test_homomorphic_pooling_equals_the_plaintext_total_within_obfuscated_bounds
                        for r in (enc, pooled) for e in r.get_asset_materialization_events()])
     text += (onboarded["root"] / "outbox" / site / "AgeSex.paillier.json").read_text()
     assert private["p"] not in text and private["q"] not in text
+
+
+def test_refreshed_twins_trigger_site_effects_then_coordinator_pooling(onboarded):
+    """After a twin refresh every site re-shares its effect estimates; pooling waits for the last one."""
+    from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
+
+    from twin_pipeline.defs.ingest.sensors import federated_effects_after_refresh, federated_pool_after_effects
+    from twin_pipeline.defs.jobs import federated_effects_job, federated_pool_job
+
+    instance, site, pool_run = onboarded["instance"], onboarded["site"], onboarded["steps"]["pool_run"]
+    requests = federated_effects_after_refresh(_run_status_context(federated_effects_after_refresh, instance, pool_run))
+    assert [r.partition_key for r in requests] == [site]
+    assert federated_effects_after_refresh.job_name == federated_effects_job.name
+    assert federated_pool_after_effects.job_name == federated_pool_job.name
+
+    # another site's effect run still running: the coordinator waits; once none is pending it pools
+    instance.add_run(DagsterRun(job_name=federated_effects_job.name, run_id="running-effects-run",
+                                status=DagsterRunStatus.STARTED))
+    waiting = federated_pool_after_effects(_run_status_context(federated_pool_after_effects, instance, pool_run))
+    assert isinstance(waiting, dg.SkipReason) and "pending" in waiting.skip_message
+    instance.delete_run("running-effects-run")
+    pool = federated_pool_after_effects(_run_status_context(federated_pool_after_effects, instance, pool_run))
+    assert isinstance(pool, dg.RunRequest) and pool.run_key.startswith("pool-after-")

@@ -6,7 +6,13 @@ import json
 
 import dagster as dg
 
-from twin_pipeline.defs.jobs import federated_site_job, site_delivery_job, twin_refresh_job
+from twin_pipeline.defs.jobs import (
+    federated_effects_job,
+    federated_pool_job,
+    federated_site_job,
+    site_delivery_job,
+    twin_refresh_job,
+)
 from twin_pipeline.defs.partitions import delivery_partitions, partition_key_for, site_partitions
 from twin_pipeline.resources import LandingResource
 
@@ -104,6 +110,45 @@ def twin_refresh_after_delivery(context: dg.RunStatusSensorContext):
     if pending:  # one queued refresh will see this delivery too: do not pile up refreshes
         return dg.SkipReason(f"a {twin_refresh_job.name} run is already queued")
     return dg.RunRequest(run_key=f"after-{context.dagster_run.run_id}")
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[twin_refresh_job],
+    request_job=federated_effects_job,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="After twins are rebuilt, every site re-fits its local effect model and re-shares its subgroup "
+    "estimates (one federated_effects_job run per site).",
+)
+def federated_effects_after_refresh(context: dg.RunStatusSensorContext):
+    sites = sorted(context.instance.get_dynamic_partitions(site_partitions.name))
+    if not sites:
+        return dg.SkipReason("no sites yet")
+    run_id = context.dagster_run.run_id
+    return [dg.RunRequest(run_key=f"effects-{s}-after-{run_id}", partition_key=s,
+                          tags={"twin_pipeline/site": s, "twin_pipeline/after_refresh": run_id}) for s in sites]
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[federated_effects_job],
+    request_job=federated_pool_job,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Coordinator: once no site's effect run is still pending, pool the shared estimates "
+    "(fixed + random effects, heterogeneity).",
+)
+def federated_pool_after_effects(context: dg.RunStatusSensorContext):
+    pending = context.instance.get_runs(
+        filters=dg.RunsFilter(
+            job_name=federated_effects_job.name,
+            statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+                      dg.DagsterRunStatus.STARTED],
+        ),
+        limit=1,
+    )
+    if pending:  # the last site's run to finish triggers the pooling
+        return dg.SkipReason(f"a {federated_effects_job.name} run is still pending")
+    return dg.RunRequest(run_key=f"pool-after-{context.dagster_run.run_id}")
 
 
 @dg.run_failure_sensor(
