@@ -11,13 +11,47 @@ clinicians from the same features), so effects are estimated with
   contrast; plus the reference-arm outcome model so it predicts outcomes, not only effects;
 * an **X-learner** (Kuenzel et al. 2019, multi-arm): imputed individual effects from the other arm's
   outcome model, one effect model per side, blended by the propensity of the two arms;
-* a **multinomial propensity model**: ``LogisticRegression`` on median-imputed (+ missing indicators),
-  rank-based normal-score transformed, standardised features;
+* a **multinomial propensity model**: an L2-penalised multinomial logit on median-imputed (+ missing
+  indicators) features, either linear in their normal scores or additive in quadratic B-splines of the
+  ranks of the continuous ones; specification and penalty are chosen per data set by cross-validated
+  log loss (``select_propensity_model``; see "Propensity model" below);
 * **AIPW** (augmented inverse-propensity weighting) with cross-fitted nuisances for the average
   treatment effect (ATE) of each arm versus the reference arm, and as the yardstick that ranks the
   estimators without ground truth: ``val_tau_risk`` (doubly-robust tau-risk of out-of-fold effect
   predictions, lower is better, rows outside common support trimmed) and the DR value of each
   estimator's out-of-fold policy.
+
+Propensity model (issue #8). The propensity model used to be the linear logit with a fixed ``C = 1``.
+At one hospital's size (600-2,500 patients; 3-fold cross-fitting leaves 400-1,700 training rows for
+about 35 columns) it over-fitted: out-of-fold propensities went down to 0.0004 where the generator's
+true propensity is never below 0.0375 (a 15 % uniform mixture), the inverse-propensity weights of an
+arm summed to typically 10-40 % (up to 2x) more than the rows although ``E[1{T=k} / e_k] = 1``, and
+single rows hit the weight cap of 100 (the clip) instead of ~25. Those weights multiply the outcome
+models' residuals, which are not centred where an arm is rare: the per-arm gradient-boosting models
+extrapolate flat (the cross-fitted rehab model underpredicted by ~7 m on average over all patients).
+AIPW is only first-order insensitive to nuisance error; its bias is the product term
+``E[(e / ê - 1)(μ - μ̂)]``, and with both errors large it was not small: over 24 generated sites of ~900
+analysed patients +10.5 m for rehab and +4.5 m for the antiviral (mean z 0.8 / 0.7), over 52
+pipeline-built sites +7 to +21 m for rehab. It was an estimation problem, not an AIPW defect: with the
+generator's true propensity and the fitted outcome models the per-site bias was +0.3 to +2.0 m, with
+the true outcome means and the fitted propensity -0.1 to +0.9 m. Five folds instead of three did not
+help (+16 m for rehab on the pipeline sites); a higher clip (0.05) removed most of it but left +3.0 to
++3.6 m (mean z 0.4-0.65) and changes the estimand. The remedy is the standard one: a regularised, more
+flexible propensity model chosen by out-of-sample fit. Candidates are the old linear logit and an
+additive spline logit (it can follow thresholds such as "infection within 150 days" and the flat tails
+of a mixture), each over ``PROPENSITY_C_GRID``; the pair with the lowest cross-validated multinomial log
+loss wins (a discrete super learner), selected once on the rows being analysed (tuning on the whole
+sample, then cross-fitting, as DoubleML does by default) and held fixed across folds and estimators.
+The linear candidate stays because a penalised spline logit cannot express a deterministic rule (a
+protocol flag that always means colchicine) as sharply; where such a rule dominates the log loss the
+linear logit wins and the positivity violation is still flagged. The clip (``PROPENSITY_CLIP``) is
+unchanged and rarely binds now. After the change (``benchmarks/effect_quality.py --sizes --site-probe
+4x6x1000``): per-site mean error +1.0 / +1.4 / +2.2 m (rehab / colchicine / antiviral; before +10.5 /
++0.2 / +4.5), RMSE 5.9 / 5.1 / 4.4 m (before 15.5 / 7.3 / 7.3), mean z 0.04 / 0.26 / 0.50, 95 % CI
+coverage 0.92-0.96; on the 52 pipeline-built sites -1.8 to +1.1 m. What is left of the antiviral bias
+comes from the propensity side (+0.4 m with the true propensity); a likely part is the 150-day threshold
+of the antiviral assignment, which splines on the rank scale smooth. ``propensity_spec`` /
+``propensity_c`` fix the model when given.
 
 Every model exposes ``predict_outcomes(X) -> (n, n_arms)``, so simulation, MLflow and evaluation treat
 them alike. Everything returned as diagnostics is an aggregate (counts, means, errors), never a patient
@@ -32,12 +66,13 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 import pandas as pd
 import sklearn
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import QuantileTransformer, StandardScaler
+from sklearn.preprocessing import QuantileTransformer, SplineTransformer, StandardScaler
 from threadpoolctl import threadpool_limits
 
 ARMS: tuple[str, ...] = ("standard_care", "pulmonary_rehab", "colchicine", "antiviral")
@@ -70,7 +105,27 @@ DEFAULT_OUTCOME_PARAMS: dict[str, Any] = {
     "l2_regularization": 1.0,
     "early_stopping": False,
 }
-DEFAULT_PROPENSITY_C = 1.0
+#: Propensity model specifications (feature maps of the multinomial logit; see ``_propensity_steps``):
+#: ``linear`` = normal scores of the features (the pre-#8 model), ``spline`` = additive quadratic
+#: B-splines of the ranks of the continuous features, binary columns as they are.
+PROPENSITY_SPECS: tuple[str, ...] = ("linear", "spline")
+PROPENSITY_SPEC_DESCRIPTION = {
+    "linear": "LogisticRegression(multinomial, L2) on median-imputed (+ missing indicators), normal-score, "
+              "scaled features",
+    "spline": "LogisticRegression(multinomial, L2) on quadratic B-splines (4 knots) of the ranks of the "
+              "continuous features + binary columns, median-imputed (+ missing indicators), scaled",
+}
+#: ``None`` = choose the propensity specification and/or its inverse L2 strength by cross-validated
+#: multinomial log loss (``select_propensity_model``); a value fixes it.
+DEFAULT_PROPENSITY_C: float | None = None
+DEFAULT_PROPENSITY_SPEC: str | None = None
+#: Candidate inverse L2 strengths (scikit-learn ``C``: penalty ½‖w‖² against the *summed* log loss).
+PROPENSITY_C_GRID: tuple[float, ...] = tuple(float(c) for c in np.logspace(-3, 1, 9))
+#: Inner folds of the selection (stratified by arm).
+PROPENSITY_CV_FOLDS = 3
+#: Boundary + interior knots of each continuous feature's quadratic B-spline (on its rank scale, 0-1):
+#: 5 basis functions, enough for a threshold or a plateau, few enough for a few hundred rows per arm.
+PROPENSITY_SPLINE_KNOTS = 4
 #: Below this many rows the gradient-boosting fits/predictions run on one OpenMP thread: on small data the
 #: thread barriers cost more than they save, and on a busy 2-core machine they cost 10-50x (measured).
 PARALLEL_MIN_ROWS = 20_000
@@ -150,15 +205,102 @@ def _make_outcome_model(seed: int, outcome_params: dict[str, Any] | None) -> His
     return NanSafeHGBRegressor(random_state=seed, **params)
 
 
-def _make_propensity_model(propensity_c: float, n_rows: int) -> Pipeline:
-    # Skewed labs (CRP, troponin, ...) make a linear logit on raw values produce extreme propensities
-    # in the tails; a rank-based normal-score transform keeps the logit monotone but bounded.
-    return make_pipeline(
-        SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
-        QuantileTransformer(output_distribution="normal", n_quantiles=max(10, min(1000, n_rows))),
-        StandardScaler(),
-        LogisticRegression(C=propensity_c, max_iter=2000),
+class RankSplineFeatures(TransformerMixin, BaseEstimator):
+    """Additive spline basis for a logit: each column with more than two distinct values becomes
+    ``PROPENSITY_SPLINE_KNOTS + 1`` quadratic B-splines of its rank (0-1, so skewed labs cannot produce
+    extreme logits); binary and constant columns pass through unchanged. Input without NaN (impute first).
+    """
+
+    def __init__(self, n_knots: int = PROPENSITY_SPLINE_KNOTS):
+        self.n_knots = n_knots
+
+    def fit(self, X, y=None):  # noqa: D102 - scikit-learn transformer contract
+        X = np.asarray(X, dtype=np.float64)
+        self.continuous_ = np.array([np.unique(X[:, j]).size > 2 for j in range(X.shape[1])], dtype=bool)
+        if self.continuous_.any():
+            xc = X[:, self.continuous_]
+            self.ranks_ = QuantileTransformer(output_distribution="uniform",
+                                              n_quantiles=max(2, min(1000, len(X)))).fit(xc)
+            self.splines_ = SplineTransformer(n_knots=self.n_knots, degree=2).fit(self.ranks_.transform(xc))
+        return self
+
+    def transform(self, X):  # noqa: D102
+        X = np.asarray(X, dtype=np.float64)
+        parts = [X[:, ~self.continuous_]]
+        if self.continuous_.any():
+            parts.append(self.splines_.transform(self.ranks_.transform(X[:, self.continuous_])))
+        return np.hstack(parts)
+
+
+def _propensity_steps(spec: str, n_rows: int) -> list[Any]:
+    """Feature map of propensity specification ``spec`` (``PROPENSITY_SPECS``), standardised at the end."""
+    impute = SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True)
+    if spec == "linear":
+        # a rank-based normal-score transform keeps the logit monotone but bounded for skewed labs
+        return [impute, QuantileTransformer(output_distribution="normal", n_quantiles=max(10, min(1000, n_rows))),
+                StandardScaler()]
+    if spec == "spline":
+        return [impute, RankSplineFeatures(), StandardScaler()]
+    raise ValueError(f"unknown propensity specification {spec!r}; choose one of {list(PROPENSITY_SPECS)}")
+
+
+def _make_propensity_model(propensity: tuple[str, float], n_rows: int) -> Pipeline:
+    spec, c = propensity
+    return make_pipeline(*_propensity_steps(spec, n_rows), LogisticRegression(C=float(c), max_iter=3000))
+
+
+def select_propensity_model(
+    Xm: np.ndarray,
+    t: np.ndarray,
+    *,
+    seed: int = 0,
+    specs: Sequence[str] = PROPENSITY_SPECS,
+    grid: Sequence[float] = PROPENSITY_C_GRID,
+    n_folds: int = PROPENSITY_CV_FOLDS,
+) -> tuple[str, float]:
+    """The ``(specification, C)`` of the propensity model with the lowest ``n_folds``-fold cross-validated
+    multinomial log loss over ``specs`` × ``grid`` (a discrete super learner; folds stratified by arm and
+    shuffled with ``seed``; ties: earlier specification, smaller ``C``).
+
+    ``Xm`` (n, n_features) feature matrix, ``t`` arm index per row. Feature maps are refitted inside every
+    fold; along the grid the fits are warm-started (increasing ``C``). Returns plain ``(str, float)``.
+    """
+    specs, grid = list(specs), sorted(float(c) for c in grid)
+    n_arms = int(t.max()) + 1
+    loss = np.zeros((len(specs), len(grid)))
+    folds = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(Xm, t)
+    for tr, te in folds:
+        for i, spec in enumerate(specs):
+            feats = make_pipeline(*_propensity_steps(spec, len(tr))).fit(Xm[tr])
+            z_tr, z_te = feats.transform(Xm[tr]), feats.transform(Xm[te])
+            clf = LogisticRegression(max_iter=3000, warm_start=True)
+            for j, c in enumerate(grid):
+                clf.set_params(C=c).fit(z_tr, t[tr])
+                proba = np.zeros((len(te), n_arms))
+                proba[:, clf.classes_.astype(int)] = clf.predict_proba(z_te)
+                loss[i, j] -= np.sum(np.log(np.clip(proba[np.arange(len(te)), t[te]], 1e-15, None)))
+    i, j = np.unravel_index(int(np.argmin(loss)), loss.shape)
+    return specs[i], grid[j]
+
+
+def _resolve_propensity(
+    propensity_spec: str | None, propensity_c: float | None, Xm: np.ndarray, t: np.ndarray, seed: int
+) -> tuple[tuple[str, float], str]:
+    """The ``(specification, C)`` to fit: given values are kept, missing ones selected by
+    ``select_propensity_model`` on these rows. Returns it with a note of how it was chosen."""
+    if propensity_spec is not None and propensity_spec not in PROPENSITY_SPECS:
+        raise ValueError(
+            f"unknown propensity specification {propensity_spec!r}; choose one of {list(PROPENSITY_SPECS)}"
+        )
+    if propensity_c is not None and not propensity_c > 0:
+        raise ValueError(f"propensity_c must be positive, got {propensity_c}")
+    if propensity_spec is not None and propensity_c is not None:
+        return (propensity_spec, float(propensity_c)), "fixed"
+    choice = select_propensity_model(
+        Xm, t, seed=seed, specs=PROPENSITY_SPECS if propensity_spec is None else [propensity_spec],
+        grid=PROPENSITY_C_GRID if propensity_c is None else [propensity_c],
     )
+    return choice, f"{PROPENSITY_CV_FOLDS}-fold cross-validated log loss"
 
 
 @dataclass
@@ -288,7 +430,7 @@ def _fit_arrays(
     n_arms: int,
     seed: int,
     outcome_params: dict[str, Any] | None,
-    propensity_c: float,
+    propensity: tuple[str, float],
 ) -> tuple[list[HistGradientBoostingRegressor], Pipeline]:
     outcome_models = []
     for k in range(n_arms):
@@ -296,7 +438,7 @@ def _fit_arrays(
         with omp_limit(int((t == k).sum())):
             m.fit(Xm[t == k], y[t == k])
         outcome_models.append(m)
-    prop = _make_propensity_model(propensity_c, len(y))
+    prop = _make_propensity_model(propensity, len(y))
     prop.fit(Xm, t)
     return outcome_models, prop
 
@@ -312,13 +454,14 @@ def _fit_model_arrays(
     *,
     seed: int,
     outcome_params: dict[str, Any] | None,
-    propensity_c: float,
+    propensity: tuple[str, float],
     cate_params: dict[str, Any] | None = None,
     dr_cv: int = 2,
     treatment_col: str = TREATMENT_COL,
     outcome_col: str = OUTCOME_COL,
 ) -> EffectModel:
-    """Fit one estimator on arrays (rows already filtered, ``t`` = arm index in ``arms``)."""
+    """Fit one estimator on arrays (rows already filtered, ``t`` = arm index in ``arms``); ``propensity`` =
+    ``(specification, C)`` of the propensity model."""
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}; choose one of {list(ESTIMATORS)}")
     n_arms, ref = len(arms), arms.index(reference_arm)
@@ -328,10 +471,10 @@ def _fit_model_arrays(
     )
     others = [k for k in range(n_arms) if k != ref]
     if estimator == "t_learner":
-        outcome_models, prop = _fit_arrays(Xm, t, y, n_arms, seed, outcome_params, propensity_c)
+        outcome_models, prop = _fit_arrays(Xm, t, y, n_arms, seed, outcome_params, propensity)
         return EffectModel(outcome_models=outcome_models, propensity_model=prop, **common)
     if estimator == "x_learner":
-        outcome_models, prop = _fit_arrays(Xm, t, y, n_arms, seed, outcome_params, propensity_c)
+        outcome_models, prop = _fit_arrays(Xm, t, y, n_arms, seed, outcome_params, propensity)
         cates = []
         with omp_limit(len(y)):
             for k in others:
@@ -349,7 +492,7 @@ def _fit_model_arrays(
     from econml.dr import DRLearner
 
     dr = DRLearner(
-        model_propensity=_make_propensity_model(propensity_c, len(y)),
+        model_propensity=_make_propensity_model(propensity, len(y)),
         model_regression=_make_outcome_model(seed, outcome_params),
         model_final=_make_cate_model(seed + 1, cate_params),
         categories=[ref] + others,
@@ -362,7 +505,7 @@ def _fit_model_arrays(
         warnings.simplefilter("ignore")
         dr.fit(y, t, X=Xm)
         base = _make_outcome_model(seed + 2, outcome_params).fit(Xm[t == ref], y[t == ref])
-    prop = _make_propensity_model(propensity_c, len(y)).fit(Xm, t)
+    prop = _make_propensity_model(propensity, len(y)).fit(Xm, t)
     cates = [[dr.model_cate(T=k)] for k in others]
     return CateEffectModel(outcome_models=[base], propensity_model=prop, cate_models=cates, **common)
 
@@ -382,15 +525,18 @@ def fit_model(
     reference_arm: str = REFERENCE_ARM,
     seed: int = 0,
     outcome_params: dict[str, Any] | None = None,
-    propensity_c: float = DEFAULT_PROPENSITY_C,
+    propensity_c: float | None = DEFAULT_PROPENSITY_C,
     cate_params: dict[str, Any] | None = None,
+    propensity_spec: str | None = DEFAULT_PROPENSITY_SPEC,
 ) -> EffectModel:
     """Fit one estimator (``ESTIMATORS``) on all usable rows (known arm, observed outcome), no diagnostics.
 
     ``outcome_params`` override ``DEFAULT_OUTCOME_PARAMS`` of the gradient-boosting outcome models,
-    ``cate_params`` override ``DEFAULT_CATE_PARAMS`` of the effect models (DR/X), ``propensity_c`` is the
-    inverse L2 strength of the propensity model. Raises ``ValueError`` when an arm has fewer than
-    ``MIN_ROWS_PER_ARM`` training rows.
+    ``cate_params`` override ``DEFAULT_CATE_PARAMS`` of the effect models (DR/X), ``propensity_spec``
+    (``PROPENSITY_SPECS``) and ``propensity_c`` (inverse L2 strength) fix the propensity model; ``None``
+    = selected on these rows by ``select_propensity_model`` (the values used are
+    ``metadata["propensity_spec"]`` / ``["propensity_c"]``). Raises ``ValueError`` when an arm has fewer
+    than ``MIN_ROWS_PER_ARM`` training rows.
     """
     arms = tuple(arms)
     if reference_arm not in arms:
@@ -403,9 +549,10 @@ def fit_model(
             f"arms with fewer than {MIN_ROWS_PER_ARM} rows having an observed outcome: {thin}"
         )
     Xm = feature_matrix(rows, feature_cols)
+    propensity, how = _resolve_propensity(propensity_spec, propensity_c, Xm, t, seed)
     model = _fit_model_arrays(
         estimator, Xm, t, y, arms, reference_arm, feature_cols, seed=seed, outcome_params=outcome_params,
-        propensity_c=propensity_c, cate_params=cate_params, treatment_col=treatment_col, outcome_col=outcome_col,
+        propensity=propensity, cate_params=cate_params, treatment_col=treatment_col, outcome_col=outcome_col,
     )
     model.metadata = {
         **counts,
@@ -417,10 +564,10 @@ def fit_model(
         "outcome_params": {**DEFAULT_OUTCOME_PARAMS, **(outcome_params or {})},
         "cate_model": ESTIMATOR_CATE_MODEL[estimator],
         "cate_params": {**DEFAULT_CATE_PARAMS, **(cate_params or {})} if estimator != "t_learner" else {},
-        "propensity_model": (
-            "LogisticRegression(multinomial) on median-imputed (+ missing indicators), normal-score, scaled features"
-        ),
-        "propensity_c": float(propensity_c),
+        "propensity_model": PROPENSITY_SPEC_DESCRIPTION[propensity[0]],
+        "propensity_spec": propensity[0],
+        "propensity_c": float(propensity[1]),
+        "propensity_selection": how,
         "sklearn_version": sklearn.__version__,
     }
     return model
@@ -447,12 +594,21 @@ def fit_ensemble(
 
     Resampling is stratified by arm (each arm keeps its row count), so every member sees every arm. Member
     ``i`` uses seed ``seed + i`` for resampling and model fitting. ``kw`` is passed on to ``fit_model``
-    (``reference_arm``, ``outcome_params``, ``propensity_c``, ``cate_params``).
+    (``reference_arm``, ``outcome_params``, ``propensity_c``, ``propensity_spec``, ``cate_params``); a
+    propensity specification / penalty not given is selected once on all usable rows and shared by the
+    members.
     """
     if n_models < 1:
         raise ValueError("n_models must be at least 1")
     usable = df[df[treatment_col].isin(list(arms)) & df[outcome_col].notna()]
     groups = [np.flatnonzero((usable[treatment_col] == a).to_numpy()) for a in arms]
+    shared = kw.get("propensity_c") is None or kw.get("propensity_spec") is None
+    shared = shared and min(map(len, groups)) >= MIN_ROWS_PER_ARM
+    if shared:  # (a thin arm is left to fit_model, which names it)
+        t = pd.Categorical(usable[treatment_col].astype(str), categories=list(arms)).codes.astype(np.int64)
+        (spec, c), how = _resolve_propensity(kw.get("propensity_spec"), kw.get("propensity_c"),
+                                             feature_matrix(usable, feature_cols), t, seed)
+        kw = {**kw, "propensity_spec": spec, "propensity_c": c}
     models = []
     for i in range(n_models):
         rng = np.random.default_rng(seed + i)
@@ -463,6 +619,8 @@ def fit_ensemble(
             arms=arms, seed=seed + i, **kw,
         )
         m.metadata["bootstrap_member"] = i
+        if shared:
+            m.metadata["propensity_selection"] = f"{how} on all usable rows, shared by the members"
         models.append(m)
     return models
 
@@ -505,7 +663,8 @@ class CrossFit:
 
     ``t``/``y``: arm index and outcome per row; ``mu``/``e``: out-of-fold outcome per arm (T-learner
     nuisance) and propensities, (n, n_arms); ``psi``: AIPW pseudo-outcomes; ``outside``: outside common
-    support by ``OVERLAP_RULE``; ``folds``: (train, test) index pairs; ``Xm``: the feature matrix.
+    support by ``OVERLAP_RULE``; ``folds``: (train, test) index pairs; ``Xm``: the feature matrix;
+    ``propensity_spec`` / ``propensity_c``: the propensity model used in every fold.
     """
 
     arms: tuple[str, ...]
@@ -519,6 +678,8 @@ class CrossFit:
     outside: np.ndarray
     folds: list[tuple[np.ndarray, np.ndarray]]
     counts: dict[str, int]
+    propensity_spec: str = "linear"
+    propensity_c: float = float("nan")
 
     @property
     def ref(self) -> int:
@@ -550,24 +711,33 @@ def cross_fit(
     seed: int = 0,
     n_folds: int = 5,
     outcome_params: dict[str, Any] | None = None,
-    propensity_c: float = DEFAULT_PROPENSITY_C,
+    propensity_c: float | None = DEFAULT_PROPENSITY_C,
+    propensity_spec: str | None = DEFAULT_PROPENSITY_SPEC,
 ) -> CrossFit:
-    """Cross-fit the nuisances (per-arm outcome models, propensity) over ``n_folds`` folds stratified by arm."""
+    """Cross-fit the nuisances (per-arm outcome models, propensity) over ``n_folds`` folds stratified by arm.
+
+    A propensity specification / penalty left ``None`` is selected once on all usable rows
+    (``select_propensity_model``, folds seeded with ``seed``) — tuning on the whole sample, then
+    cross-fitting, as DoubleML does by default — and used in every fold (``cf.propensity_spec``,
+    ``cf.propensity_c``).
+    """
     arms = tuple(arms)
     rows, t, y, counts = _training_rows(df, treatment_col, outcome_col, arms)
     Xm = feature_matrix(rows, feature_cols)
     n, n_arms = len(y), len(arms)
+    propensity, _ = _resolve_propensity(propensity_spec, propensity_c, Xm, t, seed)
     mu = np.empty((n, n_arms))
     e = np.empty((n, n_arms))
     folds = list(StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(Xm, t))
     for f, (tr, te) in enumerate(folds):
-        om, pm = _fit_arrays(Xm[tr], t[tr], y[tr], n_arms, seed + 100 * (f + 1), outcome_params, propensity_c)
+        om, pm = _fit_arrays(Xm[tr], t[tr], y[tr], n_arms, seed + 100 * (f + 1), outcome_params, propensity)
         with omp_limit(len(te)):
             for k in range(n_arms):
                 mu[te, k] = om[k].predict(Xm[te])
         e[te] = _propensity_proba(pm, Xm[te], n_arms)
     return CrossFit(arms=arms, reference_arm=reference_arm, Xm=Xm, t=t, y=y, mu=mu, e=e,
-                    psi=aipw_scores(mu, e, t, y), outside=overlap_flags(e, t), folds=folds, counts=counts)
+                    psi=aipw_scores(mu, e, t, y), outside=overlap_flags(e, t), folds=folds, counts=counts,
+                    propensity_spec=propensity[0], propensity_c=propensity[1])
 
 
 def nuisance_diagnostics(cf: CrossFit) -> dict[str, float]:
@@ -585,6 +755,8 @@ def nuisance_diagnostics(cf: CrossFit) -> dict[str, float]:
         diag[f"oof_rmse_{a}"] = float(np.sqrt(sse / len(yk)))
     diag["propensity_min"] = float(e.min())
     diag["propensity_max"] = float(e.max())
+    diag["propensity_c"] = float(cf.propensity_c)
+    diag["propensity_spline"] = float(cf.propensity_spec == "spline")
     diag["n_outside_overlap"] = float(cf.outside.sum())
     diag["frac_outside_overlap"] = float(cf.outside.mean())
     for k, a in enumerate(arms):
@@ -677,7 +849,8 @@ def aipw_subgroup_effects(
     seed: int = 0,
     n_folds: int = 5,
     outcome_params: dict[str, Any] | None = None,
-    propensity_c: float = DEFAULT_PROPENSITY_C,
+    propensity_c: float | None = DEFAULT_PROPENSITY_C,
+    propensity_spec: str | None = DEFAULT_PROPENSITY_SPEC,
 ) -> tuple[pd.DataFrame, CrossFit]:
     """Cross-fit the nuisances on ``df``'s usable rows and return ``(subgroup_effects(...), cf)``.
 
@@ -693,7 +866,7 @@ def aipw_subgroup_effects(
         raise ValueError(f"arms with fewer than {MIN_ROWS_PER_ARM} rows having an observed outcome: {thin}")
     cf = cross_fit(df, feature_cols, treatment_col=treatment_col, outcome_col=outcome_col, arms=arms,
                    reference_arm=reference_arm, seed=seed, n_folds=n_folds, outcome_params=outcome_params,
-                   propensity_c=propensity_c)
+                   propensity_c=propensity_c, propensity_spec=propensity_spec)
     return subgroup_effects(cf, subgroup_masks(rows, subgroups), small_cell_threshold=small_cell_threshold), cf
 
 
@@ -779,8 +952,9 @@ def fit_estimators(
     seed: int = 0,
     n_folds: int = 5,
     outcome_params: dict[str, Any] | None = None,
-    propensity_c: float = DEFAULT_PROPENSITY_C,
+    propensity_c: float | None = DEFAULT_PROPENSITY_C,
     cate_params: dict[str, Any] | None = None,
+    propensity_spec: str | None = DEFAULT_PROPENSITY_SPEC,
 ) -> tuple[CrossFit, dict[str, EstimatorResult]]:
     """Fit every estimator on the same rows and score each on the same cross-fitted yardstick.
 
@@ -788,15 +962,20 @@ def fit_estimators(
     cross-fitted once (``cross_fit``); each estimator is then refitted on the training folds of the same
     folds and predicts the held-out fold (its out-of-fold predictions), and fitted once on all rows (the
     model that is logged and used). Diagnostics per estimator = ``nuisance_diagnostics`` (shared) +
-    ``validation_metrics`` of its out-of-fold predictions; all flat numbers, MLflow-ready.
+    ``validation_metrics`` of its out-of-fold predictions; all flat numbers, MLflow-ready. The propensity
+    model (``propensity_spec`` / ``propensity_c``, or as ``cross_fit`` selected them) is the same in every fit.
     """
     arms = tuple(arms)
     unknown = [e for e in estimators if e not in ESTIMATORS]
     if unknown:
         raise ValueError(f"unknown estimators {unknown}; choose from {list(ESTIMATORS)}")
     kw = dict(treatment_col=treatment_col, outcome_col=outcome_col, arms=arms, reference_arm=reference_arm,
-              outcome_params=outcome_params, propensity_c=propensity_c)
+              outcome_params=outcome_params, propensity_c=propensity_c, propensity_spec=propensity_spec)
     cf = cross_fit(df, feature_cols, seed=seed, n_folds=n_folds, **kw)
+    how = ("fixed" if propensity_c is not None and propensity_spec is not None
+           else f"{PROPENSITY_CV_FOLDS}-fold cross-validated log loss on all rows (cross_fit)")
+    kw.update(propensity_spec=cf.propensity_spec, propensity_c=cf.propensity_c)
+    propensity = (cf.propensity_spec, cf.propensity_c)
     shared = nuisance_diagnostics(cf)
     results: dict[str, EstimatorResult] = {}
     for name in estimators:
@@ -808,12 +987,13 @@ def fit_estimators(
             for f, (tr, te) in enumerate(cf.folds):
                 m = _fit_model_arrays(
                     name, cf.Xm[tr], cf.t[tr], cf.y[tr], arms, reference_arm, feature_cols,
-                    seed=seed + 100 * (f + 1), outcome_params=outcome_params, propensity_c=propensity_c,
+                    seed=seed + 100 * (f + 1), outcome_params=outcome_params, propensity=propensity,
                     cate_params=cate_params,
                 )
                 oof[te] = m._predict_matrix(cf.Xm[te])
         diag = {**shared, **validation_metrics(oof, cf)}
-        model.metadata.update(overlap_rule=OVERLAP_RULE, n_folds=int(n_folds), validation_metric=VALIDATION_METRIC)
+        model.metadata.update(overlap_rule=OVERLAP_RULE, n_folds=int(n_folds), validation_metric=VALIDATION_METRIC,
+                              propensity_selection=how)
         results[name] = EstimatorResult(name=name, model=model, oof_outcomes=oof, diagnostics=diag)
     return cf, results
 
@@ -832,8 +1012,9 @@ def fit_t_learner(df: pd.DataFrame, feature_cols: Sequence[str], **kw: Any) -> t
 
     Returns ``(model, diagnostics)``; ``diagnostics`` is a flat dict of numbers (MLflow-ready), outcomes
     in metres: counts (``n_rows``, ``n_train``, ``n_excluded_*``, ``n_train_<arm>``), out-of-fold fit
-    (``oof_r2_<arm>``, ``oof_rmse_<arm>``), propensity range and overlap (``n_outside_overlap``,
-    ``frac_outside_overlap``), AIPW ATEs (``dr_ate_<arm>`` + ``_se``, ``naive_ate_<arm>``), policy values
+    (``oof_r2_<arm>``, ``oof_rmse_<arm>``), propensity range, model and overlap (``propensity_min`` /
+    ``_max``, ``propensity_c``, ``propensity_spline`` = 1 when the spline logit was selected,
+    ``n_outside_overlap``, ``frac_outside_overlap``), AIPW ATEs (``dr_ate_<arm>`` + ``_se``, ``naive_ate_<arm>``), policy values
     (``dr_policy_value_model`` + ``_se``, ``dr_policy_value_observed``, ``dr_policy_value_<arm>``,
     ``dr_policy_gain`` + ``_se``), and the validation metrics of ``validation_metrics``.
     """
