@@ -1,6 +1,6 @@
 """Enclave vs federated vs homomorphic computation across hospitals, on the same generated cohorts.
 
-For each cohort (``--cohorts 3x1000 10x600`` = sites × average patients per site; generated once with
+For each cohort (``--cohorts 3x2500 10x800`` = sites × average patients per site; generated once with
 `twin_pipeline.synth`, 2 deliveries, waveforms shortened to ``--waveform-seconds``; the generator plants a
 site-level shift of the true rehab effect, see `synth/sites.py`), the same work is done three ways:
 
