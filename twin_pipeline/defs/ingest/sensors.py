@@ -78,6 +78,14 @@ def landing_delivery_sensor(context: dg.SensorEvaluationContext, landing: Landin
     )
 
 
+_NOT_YET_RUNNING = (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING)
+
+
+def _has_runs(context: dg.RunStatusSensorContext, job_name: str, statuses) -> bool:
+    """True when the instance holds a run of `job_name` in one of `statuses`."""
+    return bool(context.instance.get_runs(filters=dg.RunsFilter(job_name=job_name, statuses=list(statuses)), limit=1))
+
+
 @dg.run_status_sensor(
     run_status=dg.DagsterRunStatus.SUCCESS,
     monitored_jobs=[site_delivery_job],
@@ -100,14 +108,7 @@ def federated_after_delivery(context: dg.RunStatusSensorContext):
     description="After a site's files are rebuilt (a delivery landed), rebuild twins, models and pooled aggregates.",
 )
 def twin_refresh_after_delivery(context: dg.RunStatusSensorContext):
-    pending = context.instance.get_runs(
-        filters=dg.RunsFilter(
-            job_name=twin_refresh_job.name,
-            statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING],
-        ),
-        limit=1,
-    )
-    if pending:  # one queued refresh will see this delivery too: do not pile up refreshes
+    if _has_runs(context, twin_refresh_job.name, _NOT_YET_RUNNING):  # one queued refresh will see this delivery too: do not pile up refreshes
         return dg.SkipReason(f"a {twin_refresh_job.name} run is already queued")
     return dg.RunRequest(run_key=f"after-{context.dagster_run.run_id}")
 
@@ -138,15 +139,7 @@ def federated_effects_after_refresh(context: dg.RunStatusSensorContext):
     "(fixed + random effects, heterogeneity).",
 )
 def federated_pool_after_effects(context: dg.RunStatusSensorContext):
-    pending = context.instance.get_runs(
-        filters=dg.RunsFilter(
-            job_name=federated_effects_job.name,
-            statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-                      dg.DagsterRunStatus.STARTED],
-        ),
-        limit=1,
-    )
-    if pending:  # the last site's run to finish triggers the pooling
+    if _has_runs(context, federated_effects_job.name, (*_NOT_YET_RUNNING, dg.DagsterRunStatus.STARTED)):  # the last site's run to finish triggers the pooling
         return dg.SkipReason(f"a {federated_effects_job.name} run is still pending")
     return dg.RunRequest(run_key=f"pool-after-{context.dagster_run.run_id}")
 
