@@ -154,3 +154,21 @@ def test_noise_scale_at_the_default_epsilon():
         p = math.exp(-1 / scale)
         assert dp.abs_error_bound(scale) == pytest.approx(math.log(0.05 * (1 + p) / 2) / math.log(p), abs=0.01)
     assert round(dp.abs_error_bound(age_scale), 1) == 12.5 and round(dp.abs_error_bound(dpm_scale)) == 96
+
+
+def test_dp_settings_from_env_strings_are_checked_and_named():
+    import dagster as dg
+
+    from twin_pipeline.defs.federated.assets import FederatedResource
+
+    assert FederatedResource(outbox_dir="x", dp_epsilon=" ").dp_epsilon_value() is None
+    assert FederatedResource(outbox_dir="x", dp_epsilon="0.5").dp_epsilon_value() == 0.5
+    assert FederatedResource(outbox_dir="x").dp_total_budget_value() == 10.0
+    for field, raw, message in [("dp_epsilon", "abc", "TWIN_DP_EPSILON='abc' is not a number"),
+                                ("dp_epsilon", "-1", "TWIN_DP_EPSILON='-1' must be > 0"),
+                                ("dp_total_budget", "0", "TWIN_DP_TOTAL_BUDGET='0' must be > 0"),
+                                ("dp_total_budget", "", "TWIN_DP_TOTAL_BUDGET is empty")]:
+        resource = FederatedResource(outbox_dir="x", **{field: raw})
+        getter = resource.dp_epsilon_value if field == "dp_epsilon" else resource.dp_total_budget_value
+        with pytest.raises(dg.Failure, match=message.replace("(", r"\(")):
+            getter()

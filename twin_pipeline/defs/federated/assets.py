@@ -31,6 +31,20 @@ DESCRIPTIONS = {
 }
 
 
+def _positive_float(variable: str, raw, empty_means: str = "") -> float | None:
+    """`raw` (an env-bound string) as a float > 0; None when empty; a Failure naming `variable` otherwise."""
+    text = str(raw).strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise dg.Failure(f"{variable}={text!r} is not a number{empty_means}") from None
+    if not value > 0:
+        raise dg.Failure(f"{variable}={text!r} must be > 0{empty_means}")
+    return value
+
+
 class FederatedResource(dg.ConfigurableResource):
     """Where a site's shareable files are written before they leave the site; optional differential
     privacy on the released counts (`lib.dp`) and the coordinator's Paillier key directory (`lib.homomorphic`).
@@ -49,26 +63,14 @@ class FederatedResource(dg.ConfigurableResource):
 
     def dp_epsilon_value(self) -> float | None:
         """ε per release, or None when DP is off."""
-        raw = str(self.dp_epsilon).strip()
-        if not raw:
-            return None
-        try:
-            eps = float(raw)
-        except ValueError:
-            raise dg.Failure(f"TWIN_DP_EPSILON={raw!r} is not a number (leave it empty to switch DP off)") from None
-        if not eps > 0:
-            raise dg.Failure(f"TWIN_DP_EPSILON={raw!r} must be > 0 (leave it empty to switch DP off)")
-        return eps
+        return _positive_float("TWIN_DP_EPSILON", self.dp_epsilon, empty_means=" (leave it empty to switch DP off)")
 
     def dp_total_budget_value(self) -> float:
-        raw = str(self.dp_total_budget).strip()
-        try:
-            budget = float(raw)
-        except ValueError:
-            raise dg.Failure(f"TWIN_DP_TOTAL_BUDGET={raw!r} is not a number") from None
-        if not budget > 0:
-            raise dg.Failure(f"TWIN_DP_TOTAL_BUDGET={raw!r} must be > 0")
-        return budget
+        """The site's total ε over all its releases."""
+        value = _positive_float("TWIN_DP_TOTAL_BUDGET", self.dp_total_budget)
+        if value is None:
+            raise dg.Failure("TWIN_DP_TOTAL_BUDGET is empty: set the site's total ε (e.g. 10)")
+        return value
 
     def site_outbox(self, site_id: str) -> Path:
         return Path(self.outbox_dir) / site_id

@@ -108,7 +108,8 @@ def federated_after_delivery(context: dg.RunStatusSensorContext):
     description="After a site's files are rebuilt (a delivery landed), rebuild twins, models and pooled aggregates.",
 )
 def twin_refresh_after_delivery(context: dg.RunStatusSensorContext):
-    if _has_runs(context, twin_refresh_job.name, _NOT_YET_RUNNING):  # one queued refresh will see this delivery too: do not pile up refreshes
+    # one queued refresh will see this delivery too: do not pile up refreshes
+    if _has_runs(context, twin_refresh_job.name, _NOT_YET_RUNNING):
         return dg.SkipReason(f"a {twin_refresh_job.name} run is already queued")
     return dg.RunRequest(run_key=f"after-{context.dagster_run.run_id}")
 
@@ -139,7 +140,8 @@ def federated_effects_after_refresh(context: dg.RunStatusSensorContext):
     "(fixed + random effects, heterogeneity).",
 )
 def federated_pool_after_effects(context: dg.RunStatusSensorContext):
-    if _has_runs(context, federated_effects_job.name, (*_NOT_YET_RUNNING, dg.DagsterRunStatus.STARTED)):  # the last site's run to finish triggers the pooling
+    # the last site's run to finish triggers the pooling
+    if _has_runs(context, federated_effects_job.name, (*_NOT_YET_RUNNING, dg.DagsterRunStatus.STARTED)):
         return dg.SkipReason(f"a {federated_effects_job.name} run is still pending")
     return dg.RunRequest(run_key=f"pool-after-{context.dagster_run.run_id}")
 
